@@ -1,0 +1,94 @@
+"""One manifest schema for every data source.
+
+A manifest is a table with one row per image. Paths are stored relative to ``root`` so a manifest
+moves with its data. Adapters (``dermdx.data.adapters``) turn each published format into it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# Column -> meaning. ``label`` may be empty for unlabelled images (prediction only).
+MANIFEST_COLUMNS: dict[str, str] = {
+    "image": "image path relative to the manifest root",
+    "image_id": "image identifier (file name without extension unless the source gives one)",
+    "label": "class name (lower case), empty when unknown",
+    "lesion_id": "lesion identifier; images of one lesion never cross a split",
+    "patient_id": "patient identifier; images of one patient never cross a split",
+    "centre": "source centre / data set",
+    "modality": "dermoscopy, clinical, ultrasound or histopathology",
+    "age": "age in years (float, NaN when missing)",
+    "sex": "male, female or empty",
+    "site": "body site (lower case), empty when missing",
+}
+MODALITIES = ("dermoscopy", "clinical", "ultrasound", "histopathology")
+
+
+@dataclass
+class Manifest:
+    """Rows of images plus the folder their relative paths start from.
+
+    Example:
+        >>> m = Manifest(frame, root=Path("../shared/data/ham10000"))
+        >>> m.paths()[0]
+    """
+
+    frame: pd.DataFrame
+    root: Path
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        missing = [c for c in MANIFEST_COLUMNS if c not in self.frame.columns]
+        if missing:
+            raise ValueError(f"manifest from {self.source or self.root} lacks columns {missing}")
+        self.root = Path(self.root)
+        self.frame = self.frame.reset_index(drop=True)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def paths(self) -> list[Path]:
+        return [self.root / p for p in self.frame["image"]]
+
+    @property
+    def classes(self) -> list[str]:
+        """Sorted class names present in the labels."""
+        return sorted(c for c in self.frame["label"].dropna().unique() if c != "")
+
+    def subset(self, index: np.ndarray | list[int]) -> Manifest:
+        return Manifest(self.frame.iloc[np.asarray(index)].copy(), self.root, self.source)
+
+    def label_indices(self, classes: list[str] | tuple[str, ...]) -> np.ndarray:
+        """Labels as integer indices into ``classes``; raises naming the first unknown label."""
+        lookup = {name: i for i, name in enumerate(classes)}
+        labels = self.frame["label"]
+        unknown = labels[~labels.isin(list(lookup))]
+        if len(unknown):
+            row = unknown.index[0]
+            raise ValueError(
+                f"{self.source or self.root}: row {row} (image {self.frame.at[row, 'image']}) has label "
+                f"{unknown.iloc[0]!r}, not one of {list(classes)}; fix the label or set data.classes"
+            )
+        return labels.map(lookup).to_numpy(dtype=np.int64)
+
+    def fingerprint(self) -> str:
+        """A short hash of image ids and labels: tells whether two runs saw the same data."""
+        payload = "\n".join(
+            f"{i},{l}" for i, l in zip(self.frame["image_id"], self.frame["label"].fillna(""), strict=True)
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def save(self, path: str | Path) -> None:
+        self.frame[list(MANIFEST_COLUMNS)].to_csv(path, index=False)
+
+
+def empty_frame(n: int) -> pd.DataFrame:
+    """A frame with every manifest column, filled with missing values, for adapters to fill."""
+    frame = pd.DataFrame({c: [""] * n for c in MANIFEST_COLUMNS})
+    frame["age"] = np.nan
+    return frame
