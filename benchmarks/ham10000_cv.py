@@ -1,0 +1,165 @@
+"""5-fold lesion-grouped cross-validation and leave-one-centre-out on HAM10000, resumable.
+
+    python benchmarks/ham10000_cv.py --config configs/ham10000_lite0.yaml --out runs/bench
+
+Each run (fold or held-out centre) trains with ``dermdx.training.fit`` and is evaluated on its
+held-out rows. A finished run (``eval/metrics.json`` present) is skipped; a stopped one resumes
+from its last epoch. The first invocation also times a plain timm training loop (same model,
+resolution, batch size and workers) for comparison. ``summary.md`` collects the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from dermdx.config import RunConfig, load_config
+from dermdx.data.adapters import load_manifest
+from dermdx.evaluation import evaluate
+from dermdx.inference import Predictor
+from dermdx.models import create_model
+from dermdx.training import MODEL_FILE, fit
+
+
+def run_names(manifest_centres: list[str], n_folds: int) -> list[str]:
+    return [f"kfold{k}" for k in range(n_folds)] + [f"loco-{c}" for c in manifest_centres]
+
+
+def config_for(base: RunConfig, name: str, out: Path) -> RunConfig:
+    config = dataclasses.replace(base, output_dir=str(out / name))
+    if name.startswith("kfold"):
+        config.split = dataclasses.replace(base.split, kind="kfold", fold=int(name[5:]), file=str(out / "split_kfold.csv"))
+    else:
+        config.split = dataclasses.replace(base.split, kind="centre", centre=name[5:], file=None)
+    return config
+
+
+class _PlainImages(Dataset):
+    """Decode, resize, flip, scale: the least a training loop can do per image."""
+
+    def __init__(self, paths: list[Path], labels: np.ndarray, size: int) -> None:
+        self.paths, self.labels, self.size = paths, labels, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        image = Image.open(self.paths[i]).convert("RGB").resize((self.size, self.size), Image.BILINEAR)
+        array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+        if np.random.rand() < 0.5:
+            array = array[:, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), int(self.labels[i])
+
+
+def time_plain_loop(config: RunConfig, steps: int = 40, warmup: int = 5) -> dict:
+    """Images/s of a plain timm + DataLoader + AdamW loop on the same images."""
+    manifest = load_manifest(config.data)
+    classes = list(config.data.classes or manifest.classes)
+    labels = manifest.label_indices(classes)
+    dataset = _PlainImages(manifest.paths(), labels, config.preprocess.image_size)
+    loader = DataLoader(dataset, batch_size=config.train.batch_size, shuffle=True, num_workers=config.train.num_workers)
+    model = create_model(config.model.name, num_classes=len(classes), pretrained=True).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    seen, started = 0, None
+    for step, (images, targets) in enumerate(loader):
+        if step == warmup:
+            started, seen = time.perf_counter(), 0
+        loss = loss_fn(model(images), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seen += len(targets)
+        if step + 1 >= warmup + steps:
+            break
+    return {"images_per_second": seen / (time.perf_counter() - started), "steps": steps, "batch_size": config.train.batch_size}
+
+
+def summarise(out: Path, names: list[str], plain: dict, base: RunConfig) -> str:
+    rows, kfold_bacc, kfold_auc, loco_bacc = [], [], [], []
+    for name in names:
+        metrics_path = out / name / "eval" / "metrics.json"
+        if not metrics_path.is_file():
+            rows.append(f"| {name} | not finished | | | | |")
+            continue
+        overall = json.loads(metrics_path.read_text())["overall"]
+        history = json.loads((out / name / "history.json").read_text())
+        epoch_s = statistics.mean(h["train_seconds"] for h in history)
+        ips = statistics.mean(h["train_images_per_second"] for h in history)
+        bacc, auc = overall["balanced_accuracy"], overall.get("mel_auc")
+        ci = overall.get("ci95", {}).get("balanced_accuracy")
+        (kfold_bacc if name.startswith("kfold") else loco_bacc).append(bacc)
+        if name.startswith("kfold") and auc is not None:
+            kfold_auc.append(auc)
+        ci_text = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        auc_text = f"{auc:.3f}" if auc is not None else "n/a"
+        rows.append(f"| {name} | {overall['n']} | {bacc:.3f}{ci_text} | {auc_text} | {len(history)} | {epoch_s:.0f} s, {ips:.1f} img/s |")
+
+    def mean_sd(values: list[float]) -> str:
+        if not values:
+            return "n/a"
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):.3f} ± {sd:.3f} (n={len(values)})"
+
+    lines = [
+        f"HAM10000 benchmark, {date.today()}, {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}",
+        f"model {base.model.name}, {base.preprocess.image_size} px, {base.train.epochs} epochs max, batch {base.train.batch_size}, imbalance {base.train.imbalance}",
+        "",
+        "| run | held-out images | balanced accuracy [95% CI] | melanoma AUC | epochs | mean epoch time, train images/s |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"5-fold balanced accuracy: {mean_sd(kfold_bacc)}; melanoma AUC: {mean_sd(kfold_auc)}",
+        f"leave-one-centre-out balanced accuracy: {mean_sd(loco_bacc)}",
+        f"plain timm loop, same model/resolution/batch/workers: {plain.get('images_per_second', float('nan')):.1f} img/s",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="configs/ham10000_lite0.yaml")
+    parser.add_argument("--out", default="runs/bench")
+    parser.add_argument("--only", nargs="*", help="run only these (e.g. kfold0 loco-rosendahl)")
+    parser.add_argument("--bootstrap", type=int, default=1000)
+    parser.add_argument("--set", action="append", default=[], help="config override section.key=value")
+    args = parser.parse_args()
+    base = load_config(args.config, args.set)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    centres = sorted(load_manifest(base.data).frame["centre"].unique())
+    names = run_names(centres, base.split.n_folds)
+
+    plain_path = out / "plain_loop.json"
+    if not plain_path.is_file():
+        plain_path.write_text(json.dumps(time_plain_loop(base), indent=2))
+    plain = json.loads(plain_path.read_text())
+
+    for name in args.only or names:
+        config = config_for(base, name, out)
+        if (Path(config.output_dir) / "eval" / "metrics.json").is_file():
+            continue
+        print(f"== {name}", flush=True)
+        summary = fit(config)
+        data = summary["data"]
+        predictor = Predictor.from_checkpoint(Path(config.output_dir) / MODEL_FILE, batch_size=64, num_workers=config.train.num_workers)
+        evaluate(predictor, data.manifest.subset(data.test_idx), Path(config.output_dir) / "eval", n_bootstrap=args.bootstrap, title=f"HAM10000 {name}")
+        (out / "summary.md").write_text(summarise(out, names, plain, base))
+    text = summarise(out, names, plain, base)
+    (out / "summary.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

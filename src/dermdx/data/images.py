@@ -1,0 +1,36 @@
+"""Reading images from disk with errors that name the file and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+
+class ImageReadError(ValueError):
+    """An image file exists (or should) but cannot be decoded."""
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Decode ``path`` fully into an RGB uint8 array (H, W, 3).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ImageReadError: the file is empty, truncated, or not an image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: empty file (0 bytes); replace it or remove it from the manifest")
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now: a truncated file fails here, not later in a worker
+            return np.asarray(image.convert("RGB"))
+    except UnidentifiedImageError as error:
+        raise ImageReadError(f"{path}: not a readable image ({error}); check the file type") from error
+    except (OSError, SyntaxError) as error:
+        raise ImageReadError(f"{path}: truncated or corrupt image ({error}); re-export or remove it") from error

@@ -1,0 +1,31 @@
+"""Evaluate a saved model on a labelled manifest: metrics, subgroup tables, plots, HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dermdx.data.manifest import Manifest
+from dermdx.inference import Predictor
+from dermdx.metrics import age_band
+from dermdx.reporting import write_evaluation
+
+
+def evaluate(predictor: Predictor, manifest: Manifest, out_dir: str | Path, *, n_bootstrap: int = 1000, title: str = "dermdx evaluation", extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Predict every image of ``manifest`` (an unreadable one raises: nothing is skipped) and write the report.
+
+    Per-subgroup figures are given per centre, per sex and per age band.
+    """
+    labels = manifest.label_indices(predictor.classes)
+    result = predictor.predict_manifest(manifest, continue_on_error=False)
+    frame = manifest.frame
+    groups = {"centre": frame["centre"].tolist(), "sex": frame["sex"].tolist(), "age_band": age_band(frame["age"].to_numpy())}
+    details = {
+        "model": predictor.info.model_name,
+        "model_sha256": predictor.sha256,
+        "data": manifest.source or str(manifest.root),
+        "data_fingerprint": manifest.fingerprint(),
+        "training_data_fingerprint": predictor.info.data_fingerprint,
+        **(extra or {}),
+    }
+    return write_evaluation(out_dir, labels, result.probs, predictor.classes, groups=groups, image_ids=result.image_ids, n_bootstrap=n_bootstrap, title=title, extra=details)

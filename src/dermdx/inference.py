@@ -1,0 +1,111 @@
+"""Prediction from a saved model: ``Predictor.from_checkpoint(path).predict_manifest(manifest)``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from dermdx.checkpoint import ModelInfo, file_sha256, load_model
+from dermdx.config import ISIC2018_CLASSES
+from dermdx.data.dataset import ImageDataset
+from dermdx.data.manifest import Manifest
+from dermdx.data.transforms import build_transform
+
+OUTPUT_FORMATS = ("dermdx", "isic2018")
+DISCLAIMER = "dermdx is decision support for clinicians, not a diagnosis."
+
+
+@dataclass
+class Predictions:
+    """Probabilities for the images that were read, and the errors of those that were not."""
+
+    image_ids: list[str]
+    paths: list[str]
+    probs: np.ndarray
+    classes: list[str]
+    errors: dict[str, str]
+
+
+class Predictor:
+    """A model, its preprocessing and its class names, loaded once.
+
+    Example:
+        >>> predictor = Predictor.from_checkpoint("runs/ham/model.safetensors")
+        >>> result = predictor.predict_manifest(read_images(["lesion.jpg"]))
+    """
+
+    def __init__(self, model: nn.Module, info: ModelInfo, *, sha256: str = "", batch_size: int = 32, num_workers: int = 0) -> None:
+        self.model = model.eval()
+        self.info = info
+        self.sha256 = sha256
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.transform = build_transform(info.preprocess, train=False)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, *, expected_sha256: str | None = None, **kwargs) -> Predictor:
+        model, info = load_model(path, expected_sha256=expected_sha256)
+        return cls(model, info, sha256=file_sha256(path), **kwargs)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.info.classes)
+
+    @torch.no_grad()
+    def predict_manifest(self, manifest: Manifest, *, continue_on_error: bool = False, progress: bool = True) -> Predictions:
+        """Probabilities for every image of ``manifest``, in manifest order.
+
+        Args:
+            continue_on_error: if False (default) the first unreadable image raises, naming it; if
+                True unreadable images are left out of ``probs`` and listed in ``errors``.
+        """
+        dataset = ImageDataset(manifest, self.transform, None, record_errors=continue_on_error, image_size=self.info.preprocess.image_size)
+        loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
+        probs, ids, paths, errors = [], [], [], {}
+        all_paths = [str(p) for p in manifest.paths()]
+        for batch in tqdm(loader, desc="predict", disable=not progress, dynamic_ncols=True):
+            ok = np.array([not e for e in batch["error"]])
+            for index, error in zip(batch["index"].tolist(), batch["error"], strict=True):
+                if error:
+                    errors[all_paths[index]] = error
+            if ok.any():
+                logits = self.model(batch["image"][torch.from_numpy(ok)])
+                probs.append(torch.softmax(logits.float(), dim=1).numpy())
+                kept = batch["index"][torch.from_numpy(ok)].tolist()
+                ids += [str(manifest.frame.at[i, "image_id"]) for i in kept]
+                paths += [all_paths[i] for i in kept]
+        stacked = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)), dtype=np.float32)
+        return Predictions(ids, paths, stacked.astype(np.float64), self.classes, errors)
+
+
+def predictions_frame(result: Predictions, *, output_format: str = "dermdx") -> pd.DataFrame:
+    """A table of predictions. ``isic2018``: exactly ``image,MEL,NV,BCC,AKIEC,BKL,DF,VASC``.
+
+    Raises:
+        ValueError: unknown format, or ``isic2018`` for a model without those seven classes.
+    """
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {output_format!r}; choose from {', '.join(OUTPUT_FORMATS)}")
+    probs = result.probs / np.clip(result.probs.sum(axis=1, keepdims=True), 1e-12, None)
+    if output_format == "isic2018":
+        if sorted(result.classes) != sorted(ISIC2018_CLASSES):
+            raise ValueError(f"--format isic2018 needs a model with classes {list(ISIC2018_CLASSES)}; this model has {result.classes}")
+        duplicated = pd.Series(result.image_ids)[pd.Series(result.image_ids).duplicated()]
+        if len(duplicated):
+            raise ValueError(f"--format isic2018 names rows by file name, but {duplicated.iloc[0]!r} occurs twice; predict each folder separately")
+        order = [result.classes.index(c) for c in ISIC2018_CLASSES]
+        frame = pd.DataFrame(probs[:, order], columns=[c.upper() for c in ISIC2018_CLASSES])
+        frame.insert(0, "image", result.image_ids)
+        return frame
+    frame = pd.DataFrame(probs, columns=result.classes)
+    frame.insert(0, "predicted", [result.classes[i] for i in probs.argmax(axis=1)] if len(probs) else [])
+    frame.insert(0, "path", result.paths)
+    frame.insert(0, "image", result.image_ids)
+    return frame

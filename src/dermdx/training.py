@@ -1,0 +1,271 @@
+"""Training on objects: losses, samplers, one epoch, prediction, and ``fit`` for a whole run.
+
+``fit`` holds out the split's validation fold for the final report and selects the epoch on an
+inner grouped split of the training rows, so the reported figures come from data that chose
+nothing. Each epoch writes a resumable state; a run started again continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from timm.scheduler import CosineLRScheduler
+from torch import nn
+from torch.utils.data import DataLoader, WeightedRandomSampler
+from tqdm.auto import tqdm
+
+from dermdx.checkpoint import ModelInfo, load_training_state, save_model, save_training_state
+from dermdx.config import RunConfig, save_config, to_dict
+from dermdx.data.adapters import load_manifest
+from dermdx.data.dataset import ImageDataset
+from dermdx.data.manifest import Manifest
+from dermdx.data.splits import assert_no_group_leak, kfold_split, train_val_indices
+from dermdx.data.transforms import build_transform
+from dermdx.metrics import balanced_accuracy
+from dermdx.models import create_model
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "last_state.pt"
+HISTORY_FILE = "history.json"
+
+
+class FocalLoss(nn.Module):
+    """Multi-class focal loss (Lin et al. 2017). torchvision ships only the sigmoid (binary) form."""
+
+    def __init__(self, gamma: float = 2.0, weight: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.gamma = gamma
+        self.register_buffer("weight", weight if weight is not None else None)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        log_probs = F.log_softmax(logits, dim=1)
+        log_pt = log_probs.gather(1, target[:, None]).squeeze(1)
+        loss = -((1.0 - log_pt.exp()) ** self.gamma) * log_pt
+        if self.weight is not None:
+            loss = loss * self.weight[target]
+        return loss.mean()
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights ``N / (C * count)``; a class absent from training gets weight 0."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def make_loss(kind: str, labels: np.ndarray, num_classes: int, *, gamma: float = 2.0, label_smoothing: float = 0.0) -> nn.Module:
+    """The training loss for an imbalance strategy (``none``, ``sampler``, ``weighted_ce``, ``focal``)."""
+    if kind in ("none", "sampler"):
+        return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    if kind == "weighted_ce":
+        return nn.CrossEntropyLoss(weight=class_weights(labels, num_classes), label_smoothing=label_smoothing)
+    if kind == "focal":
+        return FocalLoss(gamma=gamma)
+    raise ValueError(f"unknown imbalance strategy {kind!r}; choose none, sampler, weighted_ce or focal")
+
+
+def balanced_sampler(labels: np.ndarray, generator: torch.Generator) -> WeightedRandomSampler:
+    """Draws each class equally often in expectation."""
+    counts = np.bincount(labels)
+    weights = 1.0 / counts[labels]
+    return WeightedRandomSampler(torch.as_tensor(weights, dtype=torch.double), len(labels), replacement=True, generator=generator)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % (2**32)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: CosineLRScheduler,
+    loss_fn: nn.Module,
+    *,
+    step: int,
+    max_steps: int | None = None,
+    description: str = "train",
+) -> tuple[float, int, int]:
+    """One pass over ``loader``. Returns (mean loss, updated global step, images seen)."""
+    model.train()
+    total, seen = 0.0, 0
+    bar = tqdm(loader, desc=description, leave=False, dynamic_ncols=True)
+    for batch_index, batch in enumerate(bar):
+        if max_steps is not None and batch_index >= max_steps:
+            break
+        images, labels = batch["image"], batch["label"]
+        loss = loss_fn(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        scheduler.step_update(step)
+        total += loss.item() * len(labels)
+        seen += len(labels)
+        bar.set_postfix(loss=f"{total / seen:.3f}")
+    return total / max(seen, 1), step, seen
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, loader: DataLoader, *, description: str = "predict") -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities and labels for every sample in ``loader``, in order."""
+    model.eval()
+    probs, labels = [], []
+    for batch in tqdm(loader, desc=description, leave=False, dynamic_ncols=True):
+        probs.append(torch.softmax(model(batch["image"]).float(), dim=1).numpy())
+        labels.append(batch["label"].numpy())
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+@dataclass
+class RunData:
+    """The rows a run trains on, selects the epoch on, and reports on."""
+
+    manifest: Manifest
+    classes: list[str]
+    train_idx: np.ndarray
+    select_idx: np.ndarray
+    test_idx: np.ndarray
+
+
+def prepare_data(config: RunConfig, *, inner_folds: int = 8) -> RunData:
+    """Load the manifest, resolve the split, and carve a grouped selection set out of training."""
+    manifest = load_manifest(config.data)
+    classes = list(config.data.classes) if config.data.classes else manifest.classes
+    train_idx, test_idx = train_val_indices(manifest, config.split)
+    assert_no_group_leak(manifest, train_idx, test_idx)
+    inner = kfold_split(manifest.subset(train_idx), n_folds=inner_folds, seed=config.split.seed)
+    select_idx = train_idx[inner == 0]
+    fit_idx = train_idx[inner != 0]
+    assert_no_group_leak(manifest, fit_idx, select_idx)
+    return RunData(manifest, classes, fit_idx, select_idx, test_idx)
+
+
+def _loader(dataset: ImageDataset, config: RunConfig, *, shuffle: bool = False, sampler=None, generator=None) -> DataLoader:
+    workers = config.train.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=config.train.batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        worker_init_fn=_seed_worker if workers else None,
+        generator=generator,
+        persistent_workers=False,
+        drop_last=False,
+    )
+
+
+def fit(config: RunConfig, *, resume: bool = True) -> dict[str, Any]:
+    """Train, select the epoch on the inner split, save ``model.safetensors``, report on the held-out fold.
+
+    Returns:
+        a summary dict: best epoch, selection balanced accuracy, held-out metrics, timing.
+    """
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    seed_everything(config.train.seed)
+    data = prepare_data(config)
+    manifest, classes = data.manifest, data.classes
+    train_labels = manifest.subset(data.train_idx).label_indices(classes)
+    log.info("train %d / select %d / held-out %d images, classes %s", len(data.train_idx), len(data.select_idx), len(data.test_idx), classes)
+
+    train_tf = build_transform(config.preprocess, train=True)
+    eval_tf = build_transform(config.preprocess, train=False)
+    train_set = ImageDataset(manifest.subset(data.train_idx), train_tf, classes)
+    select_set = ImageDataset(manifest.subset(data.select_idx), eval_tf, classes)
+
+    model = create_model(config.model.name, num_classes=len(classes), pretrained=config.model.pretrained, drop_rate=config.model.drop_rate)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
+    steps_per_epoch = -(-len(train_set) // config.train.batch_size)
+    if config.train.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.train.max_steps_per_epoch)
+    total_steps = steps_per_epoch * config.train.epochs
+    scheduler = CosineLRScheduler(
+        optimizer,
+        t_initial=total_steps,
+        lr_min=config.train.lr * 1e-2,
+        warmup_t=int(config.train.warmup_epochs * steps_per_epoch),
+        warmup_lr_init=config.train.lr * 1e-2,
+        t_in_epochs=False,
+    )
+    loss_fn = make_loss(config.train.imbalance, train_labels, len(classes), gamma=config.train.focal_gamma, label_smoothing=config.train.label_smoothing)
+    info = ModelInfo(
+        model_name=config.model.name,
+        classes=classes,
+        preprocess=config.preprocess,
+        model_kwargs={"drop_rate": config.model.drop_rate},
+        data_fingerprint=manifest.subset(data.train_idx).fingerprint(),
+        config=to_dict(config),
+    )
+
+    start_epoch, step, best, history, bad_epochs = 0, 0, -1.0, [], 0
+    state_path = out / STATE_FILE
+    if resume and state_path.is_file():
+        state = load_training_state(state_path)
+        if state["data_fingerprint"] != info.data_fingerprint:
+            raise ValueError(f"{state_path}: saved state was trained on other data; use a new output_dir or --no-resume")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, step, best, bad_epochs = state["epoch"] + 1, state["step"], state["best"], state["bad_epochs"]
+        history = json.loads((out / HISTORY_FILE).read_text()) if (out / HISTORY_FILE).is_file() else []
+        scheduler.step_update(step)
+        log.info("resuming at epoch %d (best selection balanced accuracy %.4f)", start_epoch + 1, best)
+
+    generator = torch.Generator()
+    for epoch in range(start_epoch, config.train.epochs):
+        if bad_epochs >= config.train.early_stopping_patience:
+            log.info("early stop: no gain for %d epochs", bad_epochs)
+            break
+        seed_everything(config.train.seed + epoch)
+        generator.manual_seed(config.train.seed + epoch)
+        sampler = balanced_sampler(train_labels, generator) if config.train.imbalance == "sampler" else None
+        train_loader = _loader(train_set, config, shuffle=True, sampler=sampler, generator=generator)
+        started = time.perf_counter()
+        loss, step, seen = train_one_epoch(
+            model, train_loader, optimizer, scheduler, loss_fn, step=step, max_steps=config.train.max_steps_per_epoch,
+            description=f"epoch {epoch + 1}/{config.train.epochs}",
+        )
+        train_seconds = time.perf_counter() - started
+        probs, labels = predict_probs(model, _loader(select_set, config), description="select")
+        score = balanced_accuracy(labels, probs.argmax(1))
+        record = {
+            "epoch": epoch + 1, "loss": loss, "select_balanced_accuracy": score,
+            "train_seconds": train_seconds, "train_images_per_second": seen / train_seconds, "lr": optimizer.param_groups[0]["lr"],
+        }
+        history.append(record)
+        tqdm.write(f"epoch {epoch + 1}: loss {loss:.4f}  selection balanced accuracy {score:.4f}  {seen / train_seconds:.1f} img/s")
+        if score > best:
+            best, bad_epochs = score, 0
+            info.metrics = {"select_balanced_accuracy": score, "epoch": epoch + 1}
+            save_model(out / MODEL_FILE, model, info)
+        else:
+            bad_epochs += 1
+        (out / HISTORY_FILE).write_text(json.dumps(history, indent=2))
+        save_training_state(state_path, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
+            "best": best, "bad_epochs": bad_epochs, "data_fingerprint": info.data_fingerprint,
+        })
+    return {"output_dir": str(out), "best_select_balanced_accuracy": best, "history": history, "data": data}
