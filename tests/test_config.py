@@ -1,0 +1,36 @@
+from pathlib import Path
+
+import pytest
+
+from dermdx.config import RunConfig, load_config, save_config
+
+
+def test_example_config_loads_and_round_trips(tmp_path: Path) -> None:
+    config = load_config("configs/ham10000_lite0.yaml")
+    assert config.model.name == "tf_efficientnet_lite0"
+    assert config.preprocess.mean == (0.5, 0.5, 0.5)
+    save_config(config, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == config
+
+
+def test_overrides_are_typed(tmp_path: Path) -> None:
+    save_config(RunConfig(), tmp_path / "c.yaml")
+    config = load_config(tmp_path / "c.yaml", ["train.epochs=3", "data.limit=50", "split.file=null"])
+    assert config.train.epochs == 3 and config.data.limit == 50 and config.split.file is None
+
+
+def test_unknown_option_suggests_the_close_name(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("train:\n  epochz: 3\n")
+    with pytest.raises(ValueError, match="unknown option 'epochz'; did you mean 'epochs'"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_bad_choice_lists_allowed_values(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("train:\n  imbalance: oversample\n")
+    with pytest.raises(ValueError, match="'oversample' is not one of 'none', 'sampler'"):
+        load_config(tmp_path / "c.yaml")
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
