@@ -41,3 +41,52 @@ def tiny_images(tmp_path: Path) -> Path:
         for k in range(3):
             write_jpeg(root / name / f"{name}_{k}.jpg", seed=10 * c + k)
     return root
+
+
+COLOURS = {"mel": (60, 30, 20), "nv": (170, 120, 90), "bcc": (220, 160, 170)}
+
+
+@pytest.fixture
+def learnable_folder(tmp_path: Path) -> Path:
+    """``tmp_path/learn/<class>/*.jpg``: 12 noisy 40 px images per class, each class its own colour."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "learn"
+    for name, colour in COLOURS.items():
+        for k in range(12):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (40, 40, 3)), 0, 255).astype(np.uint8)
+            (root / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(root / name / f"{name}_{k}.jpg", quality=95)
+    return root
+
+
+@pytest.fixture
+def tiny_run_config(learnable_folder: Path, tmp_path: Path):
+    """A RunConfig that trains timm's tiny ``test_efficientnet`` for 2 epochs on ``learnable_folder``."""
+    from dermdx.config import DataConfig, ModelConfig, PreprocessConfig, RunConfig, SplitConfig, TrainConfig
+
+    return RunConfig(
+        output_dir=str(tmp_path / "run"),
+        data=DataConfig(format="folder", path=str(learnable_folder)),
+        split=SplitConfig(kind="kfold", n_folds=3, fold=0, file=str(tmp_path / "run" / "split.csv")),
+        preprocess=PreprocessConfig(image_size=32),
+        model=ModelConfig(name="test_efficientnet", pretrained=False, drop_rate=0.0),
+        train=TrainConfig(epochs=2, batch_size=8, lr=3e-3, warmup_epochs=0.5, num_workers=0, early_stopping_patience=5),
+    )
+
+
+@pytest.fixture
+def isic_model_file(tmp_path: Path) -> Path:
+    """An untrained tiny model with the seven ISIC 2018 classes, saved as a dermdx model file."""
+    import torch
+
+    from dermdx.checkpoint import ModelInfo, save_model
+    from dermdx.config import ISIC2018_CLASSES, PreprocessConfig
+    from dermdx.models import create_model
+
+    torch.manual_seed(0)
+    classes = sorted(ISIC2018_CLASSES)
+    model = create_model("test_efficientnet", num_classes=len(classes))
+    info = ModelInfo(model_name="test_efficientnet", classes=classes, preprocess=PreprocessConfig(image_size=32))
+    path = tmp_path / "model.safetensors"
+    save_model(path, model, info)
+    return path

@@ -94,7 +94,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_data_check(args: argparse.Namespace) -> int:
     from dermdx.data.check import check_path
 
-    report = check_path(args.path, format=args.format)
+    column_map = {}
+    for item in args.column:
+        if "=" not in item:
+            raise ValueError(f"--column {item!r} must look like MANIFEST_COLUMN=CSV_COLUMN, e.g. image=filename")
+        key, value = item.split("=", 1)
+        column_map[key] = value
+    report = check_path(args.path, format=args.format, column_map=column_map or None, image_root=args.image_root)
     print(report.to_text())
     return 0 if report.ok else 1
 
@@ -138,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands = data.add_subparsers(dest="data_command", required=True)
     check = data_commands.add_parser("check", help="counts, class balance, centres, missing metadata, unreadable files")
     check.add_argument("path", help="a manifest CSV or an image folder with one subfolder per class")
-    check.add_argument("--format", help="force a format instead of guessing it")
+    check.add_argument("--format", help="force a format instead of guessing it: ham10000, isic, derm7pt, ph2, folder, csv")
+    check.add_argument("--column", action="append", default=[], metavar="COLUMN=CSV_COLUMN", help="column map for --format csv (image=..., label=...)")
+    check.add_argument("--image-root", help="folder the CSV's image paths start from")
     check.set_defaults(run=_cmd_data_check)
     return parser
 

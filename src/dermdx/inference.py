@@ -97,12 +97,12 @@ def predictions_frame(result: Predictions, *, output_format: str = "dermdx") -> 
     if output_format == "isic2018":
         if sorted(result.classes) != sorted(ISIC2018_CLASSES):
             raise ValueError(f"--format isic2018 needs a model with classes {list(ISIC2018_CLASSES)}; this model has {result.classes}")
-        duplicated = pd.Series(result.image_ids)[pd.Series(result.image_ids).duplicated()]
-        if len(duplicated):
-            raise ValueError(f"--format isic2018 names rows by file name, but {duplicated.iloc[0]!r} occurs twice; predict each folder separately")
+        names = pd.Series([Path(p).stem for p in result.paths], dtype=str)
+        if names.duplicated().any():
+            raise ValueError(f"--format isic2018 names rows by file name, but {names[names.duplicated()].iloc[0]!r} occurs twice; predict each folder separately")
         order = [result.classes.index(c) for c in ISIC2018_CLASSES]
         frame = pd.DataFrame(probs[:, order], columns=[c.upper() for c in ISIC2018_CLASSES])
-        frame.insert(0, "image", result.image_ids)
+        frame.insert(0, "image", names)
         return frame
     frame = pd.DataFrame(probs, columns=result.classes)
     frame.insert(0, "predicted", [result.classes[i] for i in probs.argmax(axis=1)] if len(probs) else [])

@@ -175,8 +175,13 @@ def _loader(dataset: ImageDataset, config: RunConfig, *, shuffle: bool = False, 
     )
 
 
-def fit(config: RunConfig, *, resume: bool = True) -> dict[str, Any]:
-    """Train, select the epoch on the inner split, save ``model.safetensors``, report on the held-out fold.
+def fit(config: RunConfig, *, resume: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+    """Train, select the epoch on the inner split, save ``model.safetensors`` (best) and a resumable state.
+
+    Args:
+        resume: continue from ``last_state.pt`` in the output folder when it exists.
+        stop_after: train at most this many epochs in this call (the schedule still spans
+            ``train.epochs``); a later call resumes. For splitting long runs into time slots.
 
     Returns:
         a summary dict: best epoch, selection balanced accuracy, held-out metrics, timing.
@@ -235,7 +240,8 @@ def fit(config: RunConfig, *, resume: bool = True) -> dict[str, Any]:
         log.info("resuming at epoch %d (best selection balanced accuracy %.4f)", start_epoch + 1, best)
 
     generator = torch.Generator()
-    for epoch in range(start_epoch, config.train.epochs):
+    end_epoch = config.train.epochs if stop_after is None else min(config.train.epochs, start_epoch + stop_after)
+    for epoch in range(start_epoch, end_epoch):
         if bad_epochs >= config.train.early_stopping_patience:
             log.info("early stop: no gain for %d epochs", bad_epochs)
             break

@@ -7,6 +7,7 @@ and black-hat hair removal are not in albumentations, so they are small array fu
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 import albumentations as A
@@ -101,6 +102,11 @@ def dermoscopy_preset(config: PreprocessConfig, *, train: bool) -> Callable[[np.
     pipeline = A.Compose(steps)
 
     def apply(image: np.ndarray) -> torch.Tensor:
+        if train:
+            # albumentations seeds itself from OS entropy; draw its state from torch's generator
+            # instead, which fit() seeds per epoch and DataLoader seeds per worker, so runs repeat.
+            seed = int(torch.randint(0, 2**31 - 1, ()).item())
+            pipeline.set_random_state(np.random.default_rng(seed), random.Random(seed))
         return pipeline(image=image)["image"]
 
     return apply
