@@ -40,7 +40,7 @@ def test_fit_writes_a_self_describing_model(tiny_run_config, imbalance) -> None:
     summary = fit(tiny_run_config)
     model, info = load_model(f"{tiny_run_config.output_dir}/model.safetensors")
     assert info.classes == ["bcc", "mel", "nv"]
-    assert info.preprocess.image_size == 32 and info.model_name == "test_efficientnet"
+    assert info.preprocess.image_size == 32 and info.model_name == "test_efficientnet_gn"
     assert info.data_fingerprint and info.config["train"]["imbalance"] == imbalance
     assert len(summary["history"]) == 2
     with torch.no_grad():
@@ -81,3 +81,15 @@ def test_model_info_records_the_selection_metric(tiny_run_config) -> None:
     fit(tiny_run_config)
     info = read_info(f"{tiny_run_config.output_dir}/model.safetensors")
     assert 0.0 <= info.metrics["select_balanced_accuracy"] <= 1.0 and info.metrics["epoch"] in (1, 2)
+
+
+def test_training_learns_a_separable_problem(tiny_run_config) -> None:
+    from dermdx.evaluation import evaluate
+    from dermdx.inference import Predictor
+
+    tiny_run_config.train.epochs = 6
+    summary = fit(tiny_run_config)
+    data = summary["data"]
+    predictor = Predictor.from_checkpoint(f"{tiny_run_config.output_dir}/model.safetensors")
+    metrics = evaluate(predictor, data.manifest.subset(data.test_idx), f"{tiny_run_config.output_dir}/eval", n_bootstrap=0)
+    assert metrics["overall"]["balanced_accuracy"] > 0.8

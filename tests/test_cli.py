@@ -1,0 +1,76 @@
+"""The CLI as a user runs it: train, evaluate, predict and data check, on tiny data."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dermdx.cli import main
+from dermdx.config import save_config
+
+
+@pytest.fixture
+def trained(tiny_run_config, tmp_path: Path) -> tuple[Path, Path]:
+    config_path = tmp_path / "run.yaml"
+    save_config(tiny_run_config, config_path)
+    assert main(["train", str(config_path), "--bootstrap", "20"]) == 0
+    return config_path, Path(tiny_run_config.output_dir)
+
+
+def test_train_writes_model_and_held_out_report(trained) -> None:
+    _, out = trained
+    assert (out / "model.safetensors").is_file()
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["overall"]["n"] == 12
+    for name in ("report.html", "confusion_matrix.png", "roc.png", "reliability.png", "predictions.csv"):
+        assert (out / "eval" / name).is_file()
+
+
+def test_evaluate_on_a_config_split_and_on_a_folder(trained, learnable_folder, tmp_path) -> None:
+    config_path, out = trained
+    model = str(out / "model.safetensors")
+    assert main(["evaluate", "--model", model, "--config", str(config_path), "--out", str(tmp_path / "e1"), "--bootstrap", "20", "--workers", "0"]) == 0
+    assert json.loads((tmp_path / "e1" / "metrics.json").read_text())["overall"]["n"] == 12
+    assert main(["evaluate", "--model", model, "--data", str(learnable_folder), "--format", "folder", "--out", str(tmp_path / "e2"), "--bootstrap", "20", "--workers", "0"]) == 0
+    assert json.loads((tmp_path / "e2" / "metrics.json").read_text())["overall"]["n"] == 36
+
+
+def test_predict_writes_one_row_per_image_and_lists_failures(trained, learnable_folder, tmp_path, capsys) -> None:
+    _, out = trained
+    model = str(out / "model.safetensors")
+    assert main(["predict", str(learnable_folder), "--model", model, "--out", str(tmp_path / "p.csv"), "--workers", "0"]) == 0
+    frame = pd.read_csv(tmp_path / "p.csv")
+    assert len(frame) == 36 and {"bcc", "mel", "nv", "predicted"} <= set(frame.columns)
+    (learnable_folder / "nv" / "bad.jpg").write_bytes(b"\xff\xd8garbage")
+    assert main(["predict", str(learnable_folder), "--model", model, "--out", str(tmp_path / "p2.csv"), "--workers", "0"]) == 2
+    assert "bad.jpg" in capsys.readouterr().err
+    assert main(["predict", str(learnable_folder), "--model", model, "--out", str(tmp_path / "p3.csv"), "--workers", "0", "--continue-on-error"]) == 1
+    assert len(pd.read_csv(tmp_path / "p3.csv")) == 36
+    assert "bad.jpg" in capsys.readouterr().err
+
+
+def test_predict_without_a_model_says_none_ships_yet(tmp_path, jpeg, capsys) -> None:
+    jpeg(tmp_path / "a.jpg")
+    assert main(["predict", str(tmp_path / "a.jpg"), "--out", str(tmp_path / "p.csv")]) == 2
+    assert "no default model ships" in capsys.readouterr().err
+
+
+def test_missing_input_is_a_clear_error(tmp_path, isic_model_file, capsys) -> None:
+    assert main(["predict", str(tmp_path / "nope.jpg"), "--model", str(isic_model_file), "--out", str(tmp_path / "p.csv")]) == 2
+    assert "nope.jpg" in capsys.readouterr().err
+
+
+def test_data_check_reports_counts_and_unreadable_files(learnable_folder, capsys) -> None:
+    assert main(["data", "check", str(learnable_folder)]) == 0
+    text = capsys.readouterr().out
+    assert "36" in text and "mel" in text
+    (learnable_folder / "mel" / "broken.jpg").write_bytes(b"")
+    assert main(["data", "check", str(learnable_folder)]) == 1
+    assert "broken.jpg" in capsys.readouterr().out
+
+
+def test_bad_config_option_is_reported(tmp_path, capsys) -> None:
+    (tmp_path / "c.yaml").write_text("trian: {}\n")
+    assert main(["train", str(tmp_path / "c.yaml")]) == 2
+    assert "did you mean 'train'" in capsys.readouterr().err
