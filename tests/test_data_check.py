@@ -45,9 +45,9 @@ def test_bad_files_are_all_reported(tmp_path, jpeg):
     reasons = {Path(path).name: reason for path, reason in report.unreadable}
     assert set(reasons) == set(names) - {"good.jpg"}
     assert "truncated" in reasons["truncated.jpg"]
-    assert reasons["empty.jpg"] == "empty file (0 bytes)"
-    assert reasons["missing.jpg"] == "file not found"
-    assert reasons["text.png"].startswith("UnidentifiedImageError")
+    assert "empty file (0 bytes)" in reasons["empty.jpg"]
+    assert "image not found" in reasons["missing.jpg"]
+    assert "not a readable image" in reasons["text.png"]
     assert not report.ok
     text = report.to_text()
     assert "Unreadable images: 5" in text and str(tmp_path / "truncated.jpg") in text
@@ -105,7 +105,7 @@ def test_check_path_errors(tmp_path):
     with pytest.raises(ValueError, match="format 'csv' needs a column map"):
         check_path(str(csv), "csv")
     report = check_path(str(csv), "csv", column_map={"image": "file", "label": "dx"}, progress=False)
-    assert report.unreadable[0][1] == "file not found"
+    assert "image not found" in report.unreadable[0][1]
     with pytest.raises(FileNotFoundError, match="nowhere.csv not found"):
         check_path(str(tmp_path / "nowhere.csv"))
 

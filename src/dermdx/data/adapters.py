@@ -29,7 +29,7 @@ import pandas as pd
 from dermdx.config import DataConfig, data_root
 from dermdx.data.manifest import MANIFEST_COLUMNS, MODALITIES, Manifest, empty_frame
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+from dermdx.data.images import IMAGE_EXTENSIONS
 
 # Values that mean "not recorded" in the published metadata files.
 _MISSING = {"", "unknown", "nan", "na", "n/a", "none"}

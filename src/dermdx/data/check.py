@@ -29,6 +29,7 @@ from dermdx.data.adapters import (
     read_ph2,
 )
 from dermdx.data.manifest import Manifest
+from dermdx.data.images import load_image
 
 METADATA_FIELDS = ("age", "sex", "site")
 _SHOW = 20  # rows of a problem list printed in the text report
@@ -82,25 +83,11 @@ class CheckReport:
 
 
 def image_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be used as an image, or None when it decodes fully."""
-    from PIL import Image, ImageFile
-
-    if not path.exists():
-        return "file not found"
-    if not path.is_file():
-        return "not a file"
-    if path.stat().st_size == 0:
-        return "empty file (0 bytes)"
-    # A library elsewhere may have set this to tolerate truncated JPEGs; a check must not.
-    tolerant = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    """Why ``path`` cannot be used as an image, or None when it decodes fully (same reader as training)."""
     try:
-        with Image.open(path) as image:
-            image.load()
-    except Exception as error:  # noqa: BLE001 - every decoder failure is a finding, recorded with its type
-        return f"{type(error).__name__}: {error}"
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = tolerant
+        load_image(path)
+    except (OSError, ValueError) as error:
+        return str(error)
     return None
 
 

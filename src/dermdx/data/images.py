@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -26,6 +26,9 @@ def load_image(path: str | Path) -> np.ndarray:
         raise FileNotFoundError(f"image not found: {path}")
     if path.stat().st_size == 0:
         raise ImageReadError(f"{path}: empty file (0 bytes); replace it or remove it from the manifest")
+    # Another library may have set PIL to accept truncated files; a diagnosis must not see half an image.
+    tolerant = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with Image.open(path) as image:
             image.load()  # decode now: a truncated file fails here, not later in a worker
@@ -34,3 +37,5 @@ def load_image(path: str | Path) -> np.ndarray:
         raise ImageReadError(f"{path}: not a readable image ({error}); check the file type") from error
     except (OSError, SyntaxError) as error:
         raise ImageReadError(f"{path}: truncated or corrupt image ({error}); re-export or remove it") from error
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = tolerant
