@@ -15,21 +15,17 @@ import dataclasses
 import json
 import platform
 import statistics
-import time
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
 from dermdx.config import RunConfig, load_config
 from dermdx.data.adapters import load_manifest
 from dermdx.evaluation import evaluate
 from dermdx.inference import Predictor
-from dermdx.models import create_model
 from dermdx.training import MODEL_FILE, fit
+from train_throughput import measure as measure_throughput  # noqa: E402 - sibling script
 
 
 def run_names(manifest_centres: list[str], n_folds: int) -> list[str]:
@@ -43,47 +39,6 @@ def config_for(base: RunConfig, name: str, out: Path) -> RunConfig:
     else:
         config.split = dataclasses.replace(base.split, kind="centre", centre=name[5:], file=None)
     return config
-
-
-class _PlainImages(Dataset):
-    """Decode, resize, flip, scale: the least a training loop can do per image."""
-
-    def __init__(self, paths: list[Path], labels: np.ndarray, size: int) -> None:
-        self.paths, self.labels, self.size = paths, labels, size
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        image = Image.open(self.paths[i]).convert("RGB").resize((self.size, self.size), Image.BILINEAR)
-        array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
-        if np.random.rand() < 0.5:
-            array = array[:, ::-1]
-        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))), int(self.labels[i])
-
-
-def time_plain_loop(config: RunConfig, steps: int = 40, warmup: int = 5) -> dict:
-    """Images/s of a plain timm + DataLoader + AdamW loop on the same images."""
-    manifest = load_manifest(config.data)
-    classes = list(config.data.classes or manifest.classes)
-    labels = manifest.label_indices(classes)
-    dataset = _PlainImages(manifest.paths(), labels, config.preprocess.image_size)
-    loader = DataLoader(dataset, batch_size=config.train.batch_size, shuffle=True, num_workers=config.train.num_workers)
-    model = create_model(config.model.name, num_classes=len(classes), pretrained=True).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    seen, started = 0, None
-    for step, (images, targets) in enumerate(loader):
-        if step == warmup:
-            started, seen = time.perf_counter(), 0
-        loss = loss_fn(model(images), targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        seen += len(targets)
-        if step + 1 >= warmup + steps:
-            break
-    return {"images_per_second": seen / (time.perf_counter() - started), "steps": steps, "batch_size": config.train.batch_size}
 
 
 def summarise(out: Path, names: list[str], plain: dict, base: RunConfig) -> str:
@@ -122,7 +77,8 @@ def summarise(out: Path, names: list[str], plain: dict, base: RunConfig) -> str:
         "",
         f"5-fold balanced accuracy: {mean_sd(kfold_bacc)}; melanoma AUC: {mean_sd(kfold_auc)}",
         f"leave-one-centre-out balanced accuracy: {mean_sd(loco_bacc)}",
-        f"plain timm loop, same model/resolution/batch/workers: {plain.get('images_per_second', float('nan')):.1f} img/s",
+        f"training images/s measured back to back in one process: plain timm loop {plain.get('plain_timm_images_per_second', float('nan')):.1f}, "
+        f"dermdx loop {plain.get('dermdx_images_per_second', float('nan')):.1f}",
     ]
     return "\n".join(lines)
 
@@ -143,7 +99,7 @@ def main() -> None:
 
     plain_path = out / "plain_loop.json"
     if not plain_path.is_file():
-        plain_path.write_text(json.dumps(time_plain_loop(base), indent=2))
+        plain_path.write_text(json.dumps(measure_throughput(base), indent=2))
     plain = json.loads(plain_path.read_text())
 
     for name in args.only or names:
