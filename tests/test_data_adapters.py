@@ -412,3 +412,14 @@ def test_real_ph2(data_root):
     assert len(manifest) == 80
     assert manifest.frame["label"].value_counts().to_dict() == {"common_nevus": 32, "atypical_nevus": 32, "melanoma": 16}
     assert (manifest.root / manifest.frame["mask_path"].iloc[0]).is_file()
+
+
+@pytest.mark.realdata
+def test_load_manifest_reaches_derm7pt_clinical_images_with_isic_labels(data_root):
+    from dermdx.config import DataConfig
+    from dermdx.data.adapters import load_manifest
+
+    with pytest.warns(UserWarning, match="dropped 16"):
+        manifest = load_manifest(DataConfig(format="derm7pt", path="derm7pt/labels.csv", modality="clinical", label_scheme="isic"))
+    assert len(manifest) == 600 and set(manifest.frame["modality"]) == {"clinical"}
+    assert set(manifest.classes) <= {"mel", "nv", "bcc", "akiec", "bkl", "df", "vasc"}

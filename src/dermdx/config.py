@@ -49,6 +49,11 @@ class DataConfig:
     image_root: str | None = None
     classes: list[str] | None = None
     column_map: dict[str, str] | None = None
+    # Derm7pt: which image of a case (dermoscopy or clinical) and which labels (diag5 or isic).
+    modality: str = "dermoscopy"
+    label_scheme: str = "diag5"
+    # ISIC: an optional metadata CSV (image, age_approx, sex, anatom_site_general, lesion_id).
+    metadata_path: str | None = None
     # Keep only this many images (stratified by label); for smoke runs, never for reported figures.
     limit: int | None = None
 

@@ -587,20 +587,21 @@ def load_manifest(config: DataConfig) -> Manifest:
     elif config.format == "isic":
         if image_root is None:
             raise ValueError("data.format 'isic' needs data.image_root: the folder holding the ISIC images")
-        manifest = read_isic_groundtruth(path, image_root)
+        metadata = _resolve(config.metadata_path) if config.metadata_path else None
+        manifest = read_isic_groundtruth(path, image_root, metadata_csv=metadata)
     elif config.format == "derm7pt":
-        manifest = read_derm7pt(path)
+        manifest = read_derm7pt(path, modality=config.modality, label_scheme=config.label_scheme)
     elif config.format == "ph2":
         manifest = read_ph2(path)
     elif config.format == "folder":
-        manifest = read_image_folder(path)
+        manifest = read_image_folder(path, modality=config.modality)
     else:
         if not config.column_map:
             raise ValueError(
                 "data.format 'csv' needs data.column_map (manifest column -> CSV column), "
                 "e.g. {image: file, label: diagnosis}"
             )
-        manifest = read_generic_csv(path, config.column_map, image_root)
+        manifest = read_generic_csv(path, config.column_map, image_root, modality=config.modality)
     if config.classes is not None:
         _check_classes(manifest, config.classes)
     if config.limit is not None:
