@@ -12,6 +12,7 @@ import difflib
 import timm
 from torch import nn
 
+from dermdx.models.fusion import FusionClassifier
 from dermdx.models.offline_weights import OFFLINE_MEAN_STD, OFFLINE_PACKAGES, load_offline_weights
 
 DEFAULT_MODEL = "tf_efficientnet_lite0"
@@ -33,14 +34,24 @@ def _check_name(name: str) -> None:
         )
 
 
-def create_model(name: str = DEFAULT_MODEL, *, num_classes: int, pretrained: bool = False, drop_rate: float = 0.0) -> nn.Module:
-    """Build a timm classifier with ``num_classes`` outputs.
+def create_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    num_classes: int,
+    pretrained: bool = False,
+    drop_rate: float = 0.0,
+    meta_dim: int = 0,
+    fusion: str = "concat",
+) -> nn.Module:
+    """Build a timm classifier with ``num_classes`` outputs, fused with metadata when ``meta_dim`` > 0.
 
     Args:
         name: a timm model name, e.g. ``tf_efficientnet_lite0``.
         num_classes: number of output logits.
         pretrained: load ImageNet weights (offline for the EfficientNet-Lite family).
         drop_rate: dropout before the classifier.
+        meta_dim: length of the metadata vector; 0 gives a plain image classifier.
+        fusion: ``concat`` or ``metablock`` (see ``dermdx.models.fusion``), used when ``meta_dim`` > 0.
 
     Raises:
         ValueError: unknown name (close matches listed) or ``num_classes`` < 2.
@@ -55,6 +66,9 @@ def create_model(name: str = DEFAULT_MODEL, *, num_classes: int, pretrained: boo
     model = timm.create_model(name, pretrained=online, num_classes=num_classes, drop_rate=drop_rate)
     if pretrained and not online:
         load_offline_weights(model, name)
+    if meta_dim:
+        model.reset_classifier(0)
+        return FusionClassifier(model, meta_dim=meta_dim, num_classes=num_classes, fusion=fusion, drop_rate=drop_rate)
     return model
 
 

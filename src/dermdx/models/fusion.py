@@ -1,0 +1,59 @@
+"""Image + metadata fusion heads on a timm backbone: ``forward(image, meta=None)``.
+
+Both heads take the backbone's pooled features (``forward_head(..., pre_logits=True)``):
+- ``concat``: metadata through a small MLP, concatenated with the image features, then a linear
+  classifier.
+- ``metablock``: MetaBlock (Pacheco & Krohling, IEEE JBHI 2021): metadata produces a gate and a
+  shift for every image feature, ``sigmoid(tanh(f * a(meta)) + b(meta))``, so metadata modulates
+  which image features count rather than voting beside them.
+
+``meta=None`` means "no metadata": the caller's all-missing vector must then be supplied by the
+head, so the head keeps it as a buffer (set from the schema when the model is built).
+timm has no fusion heads, hence this module.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+FUSIONS = ("concat", "metablock")
+
+
+class FusionClassifier(nn.Module):
+    def __init__(self, backbone: nn.Module, *, meta_dim: int, num_classes: int, fusion: str = "concat", hidden: int = 64, drop_rate: float = 0.2) -> None:
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"unknown fusion {fusion!r}; choose from {', '.join(FUSIONS)}")
+        if meta_dim < 1:
+            raise ValueError(f"meta_dim must be positive for a fusion model, got {meta_dim}")
+        self.backbone = backbone
+        self.fusion = fusion
+        self.meta_dim = meta_dim
+        features = backbone.num_features
+        self.register_buffer("absent_meta", torch.zeros(meta_dim))
+        if fusion == "concat":
+            self.meta_net = nn.Sequential(nn.Linear(meta_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(drop_rate))
+            self.classifier = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(features + hidden, num_classes))
+        else:
+            self.gate = nn.Sequential(nn.Linear(meta_dim, features), nn.BatchNorm1d(features))
+            self.shift = nn.Sequential(nn.Linear(meta_dim, features), nn.BatchNorm1d(features))
+            self.classifier = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(features, num_classes))
+
+    def set_absent_meta(self, vector: torch.Tensor) -> None:
+        """The encoding used when ``forward`` gets no metadata (the schema's all-missing vector)."""
+        self.absent_meta.copy_(torch.as_tensor(vector, dtype=torch.float32).reshape(self.meta_dim))
+
+    def image_features(self, image: torch.Tensor) -> torch.Tensor:
+        return self.backbone.forward_head(self.backbone.forward_features(image), pre_logits=True)
+
+    def forward(self, image: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.image_features(image)
+        if meta is None:
+            meta = self.absent_meta.expand(image.shape[0], -1)
+        if meta.shape != (image.shape[0], self.meta_dim):
+            raise ValueError(f"meta must have shape ({image.shape[0]}, {self.meta_dim}), got {tuple(meta.shape)}")
+        if self.fusion == "concat":
+            return self.classifier(torch.cat([features, self.meta_net(meta)], dim=1))
+        gated = torch.sigmoid(torch.tanh(features * self.gate(meta)) + self.shift(meta))
+        return self.classifier(gated)

@@ -1,0 +1,60 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dermdx.data.meta import MetaSchema, encode_meta, fit_meta_schema, missing_meta
+from dermdx.models import create_model
+
+
+def frame(**columns):
+    return pd.DataFrame(columns)
+
+
+def test_schema_keeps_frequent_sites_and_scales_age() -> None:
+    schema = fit_meta_schema(frame(age=[20, 40, 60, np.nan] * 3, sex=["male"] * 12, site=["back"] * 10 + ["ear", ""]), min_site_count=5)
+    assert schema.sites == ["back"] and schema.age_mean == pytest.approx(40.0)
+    assert schema.dim == len(schema.feature_names()) == 2 + 3 + 2
+
+
+def test_encoding_marks_missing_values_instead_of_inventing_them() -> None:
+    schema = MetaSchema(age_mean=50, age_std=10, sites=["back", "face"])
+    encoded = encode_meta(frame(age=[60, np.nan], sex=["female", "unknown"], site=["face", "scalp"]), schema)
+    names = schema.feature_names()
+    row = dict(zip(names, encoded[0], strict=True))
+    assert row["age_z"] == pytest.approx(1.0) and row["age_missing"] == 0 and row["sex_female"] == 1 and row["site_face"] == 1
+    row = dict(zip(names, encoded[1], strict=True))
+    assert row["age_missing"] == 1 and row["sex_missing"] == 1 and row["site_missing"] == 1 and row["age_z"] == 0
+    assert np.array_equal(missing_meta(schema)[0], encoded[1] * np.array([n.endswith("missing") for n in names]))
+
+
+@pytest.mark.parametrize(("column", "value", "message"), [("age", "forty", "age 'forty' is not a number"), ("sex", "m", "sex 'm' is not one of")])
+def test_bad_metadata_names_the_row(column, value, message) -> None:
+    values = {"age": [30, 30], "sex": ["male", "male"], "site": ["back", "back"]}
+    values[column][1] = value
+    with pytest.raises(ValueError, match=f"row 2: {message}"):
+        encode_meta(frame(**values), MetaSchema(sites=["back"]))
+
+
+@pytest.mark.parametrize("fusion", ["concat", "metablock"])
+def test_fusion_model_uses_metadata_and_runs_without_it(fusion) -> None:
+    torch.manual_seed(0)
+    schema = MetaSchema(sites=["back", "face"])
+    model = create_model("test_efficientnet", num_classes=3, meta_dim=schema.dim, fusion=fusion)
+    model.set_absent_meta(torch.from_numpy(missing_meta(schema)[0]))
+    model.eval()
+    image = torch.randn(2, 3, 32, 32)
+    meta = torch.from_numpy(encode_meta(frame(age=[80, 20], sex=["male", "female"], site=["back", "face"]), schema))
+    with torch.no_grad():
+        with_meta, without = model(image, meta), model(image)
+        absent = model(image, torch.from_numpy(missing_meta(schema, 2)))
+    assert with_meta.shape == without.shape == (2, 3)
+    assert not torch.allclose(with_meta, without)
+    assert torch.allclose(without, absent)
+    with pytest.raises(ValueError, match=r"meta must have shape \(2, "):
+        model(image, meta[:, :3])
+
+
+def test_unknown_fusion_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown fusion 'gated'"):
+        create_model("test_efficientnet", num_classes=3, meta_dim=4, fusion="gated")
