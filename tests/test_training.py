@@ -93,3 +93,21 @@ def test_training_learns_a_separable_problem(tiny_run_config) -> None:
     predictor = Predictor.from_checkpoint(f"{tiny_run_config.output_dir}/model.safetensors")
     metrics = evaluate(predictor, data.manifest.subset(data.test_idx), f"{tiny_run_config.output_dir}/eval", n_bootstrap=0)
     assert metrics["overall"]["balanced_accuracy"] > 0.8
+
+
+@pytest.mark.parametrize("fusion", ["concat", "metablock"])
+def test_fusion_training_saves_the_schema_and_predicts_with_and_without_metadata(tiny_run_config, learnable_folder, fusion) -> None:
+    from dermdx.data.adapters import read_image_folder
+    from dermdx.inference import Predictor
+
+    tiny_run_config.model.fusion = fusion
+    fit(tiny_run_config, stop_after=1)
+    predictor = Predictor.from_checkpoint(f"{tiny_run_config.output_dir}/model.safetensors")
+    assert predictor.info.meta_schema is not None and predictor.info.model_kwargs["fusion"] == fusion
+    manifest = read_image_folder(learnable_folder)
+    without = predictor.predict_manifest(manifest, progress=False).probs
+    manifest.frame["age"] = 70.0
+    manifest.frame["sex"] = "female"
+    with_meta = predictor.predict_manifest(manifest, progress=False).probs
+    assert without.shape == with_meta.shape == (36, 3)
+    assert not np.allclose(without, with_meta)

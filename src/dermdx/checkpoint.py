@@ -37,6 +37,8 @@ class ModelInfo:
     data_fingerprint: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    # MetaSchema.to_dict() for models that fuse patient metadata; None for image-only models.
+    meta_schema: dict[str, Any] | None = None
     dermdx_version: str = __version__
 
     def to_json(self) -> str:
@@ -49,6 +51,7 @@ class ModelInfo:
             "data_fingerprint": self.data_fingerprint,
             "metrics": self.metrics,
             "config": self.config,
+            "meta_schema": self.meta_schema,
             "dermdx_version": self.dermdx_version,
         }
         return json.dumps(payload)
@@ -66,6 +69,7 @@ class ModelInfo:
             data_fingerprint=payload.get("data_fingerprint", ""),
             metrics=payload.get("metrics", {}),
             config=payload.get("config", {}),
+            meta_schema=payload.get("meta_schema"),
             dermdx_version=payload.get("dermdx_version", ""),
         )
 

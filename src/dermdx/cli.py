@@ -2,7 +2,8 @@
 
     dermdx train CONFIG.yaml [--set section.key=value ...]
     dermdx evaluate --model M (--config CONFIG.yaml | --data PATH [--format F]) --out DIR
-    dermdx predict IMAGES_OR_DIRS... [--model M] --out preds.csv [--format isic2018]
+    dermdx predict IMAGES_OR_DIRS... [--model M] --out preds.csv [--format isic2018] [--backend onnx]
+    dermdx export --model M --format onnx --out model.onnx [--parity IMAGES_OR_DIRS ...] [--tolerance 1e-3]
     dermdx data check PATH [--format F]
 """
 
@@ -76,7 +77,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from dermdx.inference import Predictor, predictions_frame
 
     manifest = read_images(args.images)
-    predictor = Predictor.from_checkpoint(args.model or default_model_path(), batch_size=args.batch_size, num_workers=args.workers)
+    if args.backend == "onnx":
+        if not args.model or Path(args.model).suffix != ".onnx":
+            raise ValueError(f"--backend onnx needs --model FILE.onnx (write one with dermdx export --format onnx), got --model {args.model}")
+        predictor = Predictor.from_onnx(args.model, batch_size=args.batch_size, num_workers=args.workers)
+    else:
+        if args.model and Path(args.model).suffix == ".onnx":
+            raise ValueError(f"--model {args.model} is an ONNX file; add --backend onnx")
+        predictor = Predictor.from_checkpoint(args.model or default_model_path(), batch_size=args.batch_size, num_workers=args.workers)
     result = predictor.predict_manifest(manifest, continue_on_error=args.continue_on_error)
     frame = predictions_frame(result, output_format=args.format)
     out = Path(args.out)
@@ -88,6 +96,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         for path, error in result.errors.items():
             print(f"  {path}: {error}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from dermdx.export import export_onnx
+
+    report = export_onnx(args.model or default_model_path(), args.out, opset=args.opset, parity_images=args.parity, tolerance=args.tolerance)
+    print(report.to_text())
     return 0
 
 
@@ -138,7 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--continue-on-error", action="store_true", help="skip unreadable images, list them, exit 1")
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--workers", type=int, default=2)
+    predict.add_argument("--backend", default="torch", choices=("torch", "onnx"), help="onnx: run a .onnx from dermdx export on ONNX Runtime (needs the [onnx] extra)")
     predict.set_defaults(run=_cmd_predict)
+
+    export = commands.add_parser("export", help="export a model to ONNX, checked against PyTorch")
+    export.add_argument("--model", help="model.safetensors (default: the shipped model)")
+    export.add_argument("--format", default="onnx", choices=("onnx",), help="export format")
+    export.add_argument("--out", required=True, help="the .onnx file to write")
+    export.add_argument("--parity", nargs="+", type=Path, metavar="IMAGES_OR_DIRS", help="images to compare PyTorch and ONNX Runtime on (default: 4 seeded random inputs)")
+    export.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed |logit difference| (default 1e-3)")
+    export.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    export.set_defaults(run=_cmd_export)
 
     data = commands.add_parser("data", help="data set tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)

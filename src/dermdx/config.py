@@ -76,6 +76,8 @@ class ModelConfig:
     name: str = "tf_efficientnet_lite0"
     pretrained: bool = True
     drop_rate: float = 0.2
+    # Fuse patient metadata (age, sex, site) with the image: None, "concat" or "metablock".
+    fusion: str | None = None
 
 
 @dataclass
@@ -93,6 +95,9 @@ class TrainConfig:
     num_workers: int = 2
     threads: int | None = None
     max_steps_per_epoch: int | None = None
+    # Fusion models: chance that a training sample's metadata is replaced by "nothing known", so
+    # the model also works when metadata is absent at prediction time.
+    meta_dropout: float = 0.3
 
 
 @dataclass

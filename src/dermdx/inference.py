@@ -16,7 +16,9 @@ from dermdx.checkpoint import ModelInfo, file_sha256, load_model
 from dermdx.config import ISIC2018_CLASSES
 from dermdx.data.dataset import ImageDataset
 from dermdx.data.manifest import Manifest
+from dermdx.data.meta import MetaSchema, encode_meta
 from dermdx.data.transforms import build_transform
+from dermdx.models import run_model
 
 OUTPUT_FORMATS = ("dermdx", "isic2018")
 DISCLAIMER = "dermdx is decision support for clinicians, not a diagnosis."
@@ -54,6 +56,20 @@ class Predictor:
         model, info = load_model(path, expected_sha256=expected_sha256)
         return cls(model, info, sha256=file_sha256(path), **kwargs)
 
+    @classmethod
+    def from_onnx(cls, path: str | Path, *, expected_sha256: str | None = None, **kwargs) -> Predictor:
+        """A Predictor on ONNX Runtime for a ``.onnx`` written by ``dermdx export`` (needs the ``[onnx]`` extra).
+
+        Same predictions as ``from_checkpoint`` on the source model, within the export's parity check.
+        """
+        from dermdx.onnx_backend import OnnxModel
+
+        model = OnnxModel(path)
+        sha256 = file_sha256(path)
+        if expected_sha256 is not None and sha256 != expected_sha256:
+            raise ValueError(f"{path}: SHA-256 {sha256} differs from the expected {expected_sha256}; the file is damaged or replaced")
+        return cls(model, model.info, sha256=sha256, **kwargs)  # type: ignore[arg-type]  # OnnxModel is called like nn.Module
+
     @property
     def classes(self) -> list[str]:
         return list(self.info.classes)
@@ -66,7 +82,11 @@ class Predictor:
             continue_on_error: if False (default) the first unreadable image raises, naming it; if
                 True unreadable images are left out of ``probs`` and listed in ``errors``.
         """
-        dataset = ImageDataset(manifest, self.transform, None, record_errors=continue_on_error, image_size=self.info.preprocess.image_size)
+        meta = None
+        if self.info.meta_schema is not None:
+            # Rows without metadata encode as "nothing known", which the model was trained to accept.
+            meta = encode_meta(manifest.frame, MetaSchema.from_dict(self.info.meta_schema))
+        dataset = ImageDataset(manifest, self.transform, None, record_errors=continue_on_error, image_size=self.info.preprocess.image_size, meta=meta)
         loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
         probs, ids, paths, errors = [], [], [], {}
         all_paths = [str(p) for p in manifest.paths()]
@@ -76,7 +96,9 @@ class Predictor:
                 if error:
                     errors[all_paths[index]] = error
             if ok.any():
-                logits = self.model(batch["image"][torch.from_numpy(ok)])
+                keep = torch.from_numpy(ok)
+                meta_batch = batch["meta"][keep] if "meta" in batch else None
+                logits = run_model(self.model, batch["image"][keep], meta_batch)
                 probs.append(torch.softmax(logits.float(), dim=1).numpy())
                 kept = batch["index"][torch.from_numpy(ok)].tolist()
                 ids += [str(manifest.frame.at[i, "image_id"]) for i in kept]

@@ -28,10 +28,11 @@ from dermdx.config import RunConfig, save_config, to_dict
 from dermdx.data.adapters import load_manifest
 from dermdx.data.dataset import ImageDataset
 from dermdx.data.manifest import Manifest
+from dermdx.data.meta import encode_meta, fit_meta_schema, missing_meta
 from dermdx.data.splits import assert_no_group_leak, kfold_split, train_val_indices
 from dermdx.data.transforms import build_transform
 from dermdx.metrics import balanced_accuracy
-from dermdx.models import create_model
+from dermdx.models import create_model, run_model
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,8 @@ def train_one_epoch(
     for batch_index, batch in enumerate(bar):
         if max_steps is not None and batch_index >= max_steps:
             break
-        images, labels = batch["image"], batch["label"]
-        loss = loss_fn(model(images), labels)
+        labels = batch["label"]
+        loss = loss_fn(run_model(model, batch["image"], batch.get("meta")), labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -131,7 +132,7 @@ def predict_probs(model: nn.Module, loader: DataLoader, *, description: str = "p
     model.eval()
     probs, labels = [], []
     for batch in tqdm(loader, desc=description, leave=False, dynamic_ncols=True):
-        probs.append(torch.softmax(model(batch["image"]).float(), dim=1).numpy())
+        probs.append(torch.softmax(run_model(model, batch["image"], batch.get("meta")).float(), dim=1).numpy())
         labels.append(batch["label"].numpy())
     return np.concatenate(probs), np.concatenate(labels)
 
@@ -199,10 +200,20 @@ def fit(config: RunConfig, *, resume: bool = True, stop_after: int | None = None
 
     train_tf = build_transform(config.preprocess, train=True)
     eval_tf = build_transform(config.preprocess, train=False)
-    train_set = ImageDataset(manifest.subset(data.train_idx), train_tf, classes)
-    select_set = ImageDataset(manifest.subset(data.select_idx), eval_tf, classes)
+    train_rows, select_rows = manifest.subset(data.train_idx), manifest.subset(data.select_idx)
+    model_kwargs: dict[str, Any] = {"drop_rate": config.model.drop_rate}
+    schema, train_meta, select_meta, absent = None, None, None, None
+    if config.model.fusion:
+        schema = fit_meta_schema(train_rows.frame)
+        train_meta, select_meta = encode_meta(train_rows.frame, schema), encode_meta(select_rows.frame, schema)
+        absent = missing_meta(schema)[0]
+        model_kwargs |= {"meta_dim": schema.dim, "fusion": config.model.fusion}
+    train_set = ImageDataset(train_rows, train_tf, classes, meta=train_meta, meta_dropout=config.train.meta_dropout if schema else 0.0, absent_meta=absent)
+    select_set = ImageDataset(select_rows, eval_tf, classes, meta=select_meta)
 
-    model = create_model(config.model.name, num_classes=len(classes), pretrained=config.model.pretrained, drop_rate=config.model.drop_rate)
+    model = create_model(config.model.name, num_classes=len(classes), pretrained=config.model.pretrained, **model_kwargs)
+    if schema is not None:
+        model.set_absent_meta(torch.from_numpy(absent))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
     steps_per_epoch = -(-len(train_set) // config.train.batch_size)
     if config.train.max_steps_per_epoch:
@@ -221,9 +232,10 @@ def fit(config: RunConfig, *, resume: bool = True, stop_after: int | None = None
         model_name=config.model.name,
         classes=classes,
         preprocess=config.preprocess,
-        model_kwargs={"drop_rate": config.model.drop_rate},
-        data_fingerprint=manifest.subset(data.train_idx).fingerprint(),
+        model_kwargs=model_kwargs,
+        data_fingerprint=train_rows.fingerprint(),
         config=to_dict(config),
+        meta_schema=schema.to_dict() if schema else None,
     )
 
     start_epoch, step, best, history, bad_epochs = 0, 0, -1.0, [], 0

@@ -13,7 +13,7 @@ from dermdx.data.manifest import Manifest
 
 
 class ImageDataset(Dataset):
-    """Samples ``{"image", "label", "index", "image_id", "error"}`` from a manifest.
+    """Samples ``{"image", "label", "index", "image_id", "error"}`` (+ ``"meta"``) from a manifest.
 
     Args:
         manifest: the rows to read.
@@ -21,6 +21,8 @@ class ImageDataset(Dataset):
         classes: class names; labels become indices into it. ``None`` for unlabelled data.
         record_errors: if True an unreadable image yields a zero image and its error message in
             ``error`` (prediction then lists it); if False (default) the error is raised.
+        meta: encoded metadata rows (``dermdx.data.meta.encode_meta``), one per manifest row.
+        meta_dropout: chance of replacing a sample's metadata by ``absent_meta`` (training only).
     """
 
     def __init__(
@@ -31,13 +33,23 @@ class ImageDataset(Dataset):
         *,
         record_errors: bool = False,
         image_size: int | None = None,
+        meta: np.ndarray | None = None,
+        meta_dropout: float = 0.0,
+        absent_meta: np.ndarray | None = None,
     ) -> None:
+        if meta is not None and len(meta) != len(manifest):
+            raise ValueError(f"meta has {len(meta)} rows but the manifest has {len(manifest)}")
+        if meta_dropout and absent_meta is None:
+            raise ValueError("meta_dropout needs absent_meta, the encoding of an unknown record")
         self.manifest = manifest
         self.paths = manifest.paths()
         self.transform = transform
         self.labels = manifest.label_indices(classes) if classes is not None else None
         self.record_errors = record_errors
         self.image_size = image_size
+        self.meta = None if meta is None else torch.as_tensor(meta, dtype=torch.float32)
+        self.meta_dropout = meta_dropout
+        self.absent_meta = None if absent_meta is None else torch.as_tensor(absent_meta, dtype=torch.float32).reshape(-1)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -51,10 +63,15 @@ class ImageDataset(Dataset):
                 raise
             error = str(exc)
             image = torch.zeros(3, self.image_size, self.image_size)
-        return {
+        sample = {
             "image": image,
             "label": int(self.labels[index]) if self.labels is not None else -1,
             "index": index,
             "image_id": str(self.manifest.frame.at[index, "image_id"]),
             "error": error,
         }
+        if self.meta is not None:
+            # torch's RNG, so the choice repeats under a fixed seed like the augmentation does.
+            drop = self.meta_dropout and torch.rand(()).item() < self.meta_dropout
+            sample["meta"] = self.absent_meta if drop else self.meta[index]
+        return sample

@@ -57,3 +57,12 @@ class FusionClassifier(nn.Module):
             return self.classifier(torch.cat([features, self.meta_net(meta)], dim=1))
         gated = torch.sigmoid(torch.tanh(features * self.gate(meta)) + self.shift(meta))
         return self.classifier(gated)
+
+
+def run_model(model: nn.Module, image: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits from an image-only model or a fusion model, with metadata when there is some."""
+    if meta is None:
+        return model(image)
+    if not isinstance(model, FusionClassifier):
+        raise ValueError("metadata was given, but this model does not use metadata (it was trained on images only)")
+    return model(image, meta)
