@@ -4,7 +4,7 @@
 
 Both loops run in this one process, one after the other, on the same HAM10000 images, so they
 share the machine's state. The dermdx loop includes its full preprocessing (Shades-of-Gray,
-augmentation); the plain loop only decodes, resizes, flips and scales.
+augmentation); the plain loop only decodes, resizes, flips and scales, in timm's default (NCHW) layout.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 from PIL import Image
+from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader, Dataset
 
 from dermdx.config import RunConfig, load_config
@@ -23,7 +24,7 @@ from dermdx.data.adapters import load_manifest
 from dermdx.data.dataset import ImageDataset
 from dermdx.data.transforms import build_transform
 from dermdx.models import create_model
-from dermdx.training import make_loss
+from dermdx.training import make_loss, train_one_epoch
 
 
 class _PlainImages(Dataset):
@@ -60,6 +61,17 @@ def _time_loop(model, loader, loss_fn, steps: int, warmup: int) -> float:
     return seen / (time.perf_counter() - started)
 
 
+def _time_dermdx_loop(model, loader, loss_fn, steps: int, warmup: int) -> float:
+    """dermdx's own ``train_one_epoch`` (channels_last, scheduler, progress bar), after a warm-up call."""
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    scheduler = CosineLRScheduler(optimizer, t_initial=warmup + steps, t_in_epochs=False)
+    _, step, _ = train_one_epoch(model, loader, optimizer, scheduler, loss_fn, step=0, max_steps=warmup)
+    started = time.perf_counter()
+    _, _, seen = train_one_epoch(model, loader, optimizer, scheduler, loss_fn, step=step, max_steps=steps)
+    return seen / (time.perf_counter() - started)
+
+
 def measure(config: RunConfig, steps: int = 40, warmup: int = 5) -> dict:
     manifest = load_manifest(config.data)
     classes = list(config.data.classes or manifest.classes)
@@ -68,10 +80,9 @@ def measure(config: RunConfig, steps: int = 40, warmup: int = 5) -> dict:
     common = dict(batch_size=config.train.batch_size, shuffle=True, num_workers=config.train.num_workers)
     plain = DataLoader(_PlainImages(manifest.paths(), labels, config.preprocess.image_size), **common)
     ours = DataLoader(ImageDataset(manifest, build_transform(config.preprocess, train=True), classes), **common)
-    model = create_model(config.model.name, num_classes=len(classes), pretrained=True)
     result = {
-        "plain_timm_images_per_second": _time_loop(model, plain, torch.nn.CrossEntropyLoss(), steps, warmup),
-        "dermdx_images_per_second": _time_loop(model, ours, make_loss(config.train.imbalance, labels, len(classes)), steps, warmup),
+        "plain_timm_images_per_second": _time_loop(create_model(config.model.name, num_classes=len(classes), pretrained=True), plain, torch.nn.CrossEntropyLoss(), steps, warmup),
+        "dermdx_images_per_second": _time_dermdx_loop(create_model(config.model.name, num_classes=len(classes), pretrained=True), ours, make_loss(config.train.imbalance, labels, len(classes)), steps, warmup),
         "steps": steps, "batch_size": config.train.batch_size, "image_size": config.preprocess.image_size,
         "num_workers": config.train.num_workers, "torch_threads": torch.get_num_threads(), "model": config.model.name,
     }
