@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -74,3 +75,32 @@ def test_bad_config_option_is_reported(tmp_path, capsys) -> None:
     (tmp_path / "c.yaml").write_text("trian: {}\n")
     assert main(["train", str(tmp_path / "c.yaml")]) == 2
     assert "did you mean 'train'" in capsys.readouterr().err
+
+
+def test_predict_with_metadata_changes_a_fusion_models_output(tiny_run_config, learnable_folder, tmp_path, capsys) -> None:
+    from dermdx.training import fit
+
+    tiny_run_config.model.fusion = "concat"
+    fit(tiny_run_config, stop_after=1)
+    model = str(tmp_path / "run" / "model.safetensors")
+    images = sorted(learnable_folder.glob("mel/*.jpg"))[:3]
+    meta = tmp_path / "meta.csv"
+    meta.write_text("image,age,sex,site\n" + "".join(f"{p.stem},85,female,face\n" for p in images))
+    args = [*map(str, images), "--model", model, "--workers", "0"]
+    assert main(["predict", *args, "--out", str(tmp_path / "plain.csv")]) == 0
+    assert main(["predict", *args, "--out", str(tmp_path / "meta.csv.out"), "--metadata", str(meta)]) == 0
+    plain, with_meta = pd.read_csv(tmp_path / "plain.csv"), pd.read_csv(tmp_path / "meta.csv.out")
+    assert not np.allclose(plain[["bcc", "mel", "nv"]].to_numpy(), with_meta[["bcc", "mel", "nv"]].to_numpy())
+    meta.write_text("image,age\nnot_there,40\n")
+    assert main(["predict", *args, "--out", str(tmp_path / "x.csv"), "--metadata", str(meta)]) == 2
+    assert "match no given image" in capsys.readouterr().err
+    meta.write_text(f"image,age\n{images[0].stem},forty\n")
+    assert main(["predict", *args, "--out", str(tmp_path / "x.csv"), "--metadata", str(meta)]) == 2
+    assert "row 1" in capsys.readouterr().err
+
+
+def test_metadata_for_an_image_only_model_is_refused(isic_model_file, tmp_path, jpeg, capsys) -> None:
+    jpeg(tmp_path / "a.jpg")
+    (tmp_path / "m.csv").write_text("image,age\na,40\n")
+    assert main(["predict", str(tmp_path / "a.jpg"), "--model", str(isic_model_file), "--out", str(tmp_path / "p.csv"), "--metadata", str(tmp_path / "m.csv")]) == 2
+    assert "trained on images only" in capsys.readouterr().err

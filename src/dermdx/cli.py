@@ -74,6 +74,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from dermdx.data.adapters import read_images
+    from dermdx.data.meta import attach_metadata
     from dermdx.inference import Predictor, predictions_frame
 
     manifest = read_images(args.images)
@@ -85,6 +86,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if args.model and Path(args.model).suffix == ".onnx":
             raise ValueError(f"--model {args.model} is an ONNX file; add --backend onnx")
         predictor = Predictor.from_checkpoint(args.model or default_model_path(), batch_size=args.batch_size, num_workers=args.workers)
+    if args.metadata:
+        if predictor.info.meta_schema is None:
+            raise ValueError("--metadata was given, but this model was trained on images only and would ignore it")
+        attach_metadata(manifest, args.metadata)
     result = predictor.predict_manifest(manifest, continue_on_error=args.continue_on_error)
     frame = predictions_frame(result, output_format=args.format)
     out = Path(args.out)
@@ -151,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", help="model.safetensors (default: the shipped model)")
     predict.add_argument("--out", required=True, help="CSV to write")
     predict.add_argument("--format", default="dermdx", choices=OUTPUT_FORMATS)
+    predict.add_argument("--metadata", help="CSV with image (file name without extension), age, sex, site: used by models that fuse metadata")
     predict.add_argument("--continue-on-error", action="store_true", help="skip unreadable images, list them, exit 1")
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--workers", type=int, default=2)

@@ -88,3 +88,45 @@ def encode_meta(frame: pd.DataFrame, schema: MetaSchema) -> np.ndarray:
 def missing_meta(schema: MetaSchema, n: int = 1) -> np.ndarray:
     """The encoding of ``n`` records with nothing known."""
     return encode_meta(pd.DataFrame({"age": [np.nan] * n, "sex": [""] * n, "site": [""] * n}), schema)
+
+
+def attach_metadata(manifest, csv_path) -> None:
+    """Fill ``age``, ``sex`` and ``site`` of ``manifest`` rows from a CSV keyed by image.
+
+    The CSV needs an ``image`` column (file name without extension, as in ISIC files) and any of
+    ``age``, ``sex``, ``site`` (``age_approx`` / ``anatom_site_general`` are accepted too). Images
+    without a row keep "unknown"; rows naming no given image are reported, not ignored.
+
+    Raises:
+        FileNotFoundError: no such CSV.
+        ValueError: no ``image`` column, a duplicated image, a non-numeric age (naming the row),
+            or CSV rows that match no image.
+    """
+    from pathlib import Path
+
+    path = Path(csv_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"metadata file not found: {path}")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    table = table.rename(columns={"age_approx": "age", "anatom_site_general": "site", "localization": "site"})
+    if "image" not in table.columns:
+        raise ValueError(f"{path}: needs an 'image' column (file name without extension); columns are {list(table.columns)}")
+    if table["image"].duplicated().any():
+        raise ValueError(f"{path}: image {table['image'][table['image'].duplicated()].iloc[0]!r} has more than one row")
+    if "age" in table.columns:
+        raw = table["age"].str.strip()
+        ages = pd.to_numeric(raw.where(raw != "", None), errors="coerce")
+        bad = ages.isna() & (raw != "")
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(f"{path}: row {row + 1} (image {table['image'].iloc[row]}): age {raw.iloc[row]!r} is not a number; leave it empty if unknown")
+        table["age"] = ages
+    keys = manifest.frame["image_id"].astype(str).map(lambda value: Path(value).name)
+    unmatched = sorted(set(table["image"]) - set(keys))
+    if unmatched:
+        raise ValueError(f"{path}: {len(unmatched)} row(s) match no given image, e.g. {unmatched[0]!r}; image must be the file name without extension")
+    lookup = table.set_index("image")
+    for column in ("age", "sex", "site"):
+        if column in lookup.columns:
+            values = keys.map(lookup[column])
+            manifest.frame[column] = values.where(values.notna(), manifest.frame[column])
