@@ -107,8 +107,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from dermdx.export import export_onnx
 
-    report = export_onnx(args.model or default_model_path(), args.out, opset=args.opset, parity_images=args.parity, tolerance=args.tolerance)
-    print(report.to_text())
+    if not args.int8:
+        report = export_onnx(args.model or default_model_path(), args.out, opset=args.opset, parity_images=args.parity, tolerance=args.tolerance)
+        print(report.to_text())
+        return 0
+    import tempfile
+
+    from dermdx.quantize import quantize_int8
+
+    if not args.calibration:
+        raise ValueError("--int8 needs --calibration IMAGES_OR_DIRS: real images (a few hundred) to set the int8 ranges")
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        print(export_onnx(args.model or default_model_path(), fp32, opset=args.opset, parity_images=args.parity, tolerance=args.tolerance).to_text())
+        print(quantize_int8(fp32, args.out, args.calibration).to_text())
     return 0
 
 
@@ -170,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--parity", nargs="+", type=Path, metavar="IMAGES_OR_DIRS", help="images to compare PyTorch and ONNX Runtime on (default: 4 seeded random inputs)")
     export.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed |logit difference| (default 1e-3)")
     export.add_argument("--opset", type=int, default=17, help="ONNX opset version (default 17)")
+    export.add_argument("--int8", action="store_true", help="write a static int8 (QDQ) model calibrated on --calibration images")
+    export.add_argument("--calibration", nargs="+", type=Path, metavar="IMAGES_OR_DIRS", help="real images for int8 calibration")
     export.set_defaults(run=_cmd_export)
 
     data = commands.add_parser("data", help="data set tools")
