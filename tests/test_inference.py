@@ -82,3 +82,29 @@ def test_unknown_output_format_is_named(isic_model_file, image_dir) -> None:
     with pytest.raises(ValueError, match="unknown output format 'isic2019'"):
         predictions_frame(result, output_format="isic2019")
     assert isinstance(predictions_frame(result), pd.DataFrame)
+
+
+def test_tta_views_average_and_d4_is_rotation_invariant(isic_model_file, image_dir, tmp_path) -> None:
+    from PIL import Image
+
+    manifest = read_images([image_dir])
+    plain = Predictor.from_checkpoint(isic_model_file).predict_manifest(manifest, progress=False).probs
+    d4 = Predictor.from_checkpoint(isic_model_file, tta="d4").predict_manifest(manifest, progress=False).probs
+    assert d4.shape == plain.shape and np.allclose(d4.sum(axis=1), 1.0) and not np.allclose(d4, plain)
+    # Rotating the input by 90 degrees permutes the D4 views, so the averaged answer is unchanged.
+    source = image_dir / "ISIC_0000001.jpg"
+    rotated = tmp_path / "rot" / "ISIC_0000001.png"
+    rotated.parent.mkdir()
+    Image.open(source).rotate(90).save(rotated)
+    lossless = tmp_path / "orig" / "ISIC_0000001.png"
+    lossless.parent.mkdir()
+    Image.open(source).save(lossless)
+    predictor = Predictor.from_checkpoint(isic_model_file, tta="d4")
+    a = predictor.predict_manifest(read_images([lossless]), progress=False).probs
+    b = predictor.predict_manifest(read_images([rotated]), progress=False).probs
+    assert np.allclose(a, b, atol=1e-5)
+
+
+def test_unknown_tta_is_named(isic_model_file) -> None:
+    with pytest.raises(ValueError, match="unknown test-time augmentation 'd8'"):
+        Predictor.from_checkpoint(isic_model_file, tta="d8")

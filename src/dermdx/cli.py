@@ -56,7 +56,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dermdx.evaluation import evaluate
     from dermdx.inference import Predictor
 
-    predictor = Predictor.from_checkpoint(args.model or default_model_path(), batch_size=args.batch_size, num_workers=args.workers)
+    predictor = Predictor.from_checkpoint(args.model or default_model_path(), batch_size=args.batch_size, num_workers=args.workers, tta=args.tta)
     if args.config:
         config = load_config(args.config, args.set)
         manifest = load_manifest(config.data)
@@ -81,11 +81,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.backend == "onnx":
         if not args.model or Path(args.model).suffix != ".onnx":
             raise ValueError(f"--backend onnx needs --model FILE.onnx (write one with dermdx export --format onnx), got --model {args.model}")
-        predictor = Predictor.from_onnx(args.model, batch_size=args.batch_size, num_workers=args.workers)
+        predictor = Predictor.from_onnx(args.model, batch_size=args.batch_size, num_workers=args.workers, tta=args.tta)
     else:
         if args.model and Path(args.model).suffix == ".onnx":
             raise ValueError(f"--model {args.model} is an ONNX file; add --backend onnx")
-        predictor = Predictor.from_checkpoint(args.model or default_model_path(), batch_size=args.batch_size, num_workers=args.workers)
+        predictor = Predictor.from_checkpoint(args.model or default_model_path(), batch_size=args.batch_size, num_workers=args.workers, tta=args.tta)
     if args.metadata:
         if predictor.info.meta_schema is None:
             raise ValueError("--metadata was given, but this model was trained on images only and would ignore it")
@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True, help="output folder for metrics.json, plots and report.html")
     evaluate.add_argument("--bootstrap", type=int, default=1000)
     evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--tta", default="none", choices=("none", "flip", "d4"), help="test-time augmentation: average over flips (flip) or all 8 rotations/flips (d4)")
     evaluate.add_argument("--workers", type=int, default=2)
     evaluate.set_defaults(run=_cmd_evaluate)
 
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--metadata", help="CSV with image (file name without extension), age, sex, site: used by models that fuse metadata")
     predict.add_argument("--continue-on-error", action="store_true", help="skip unreadable images, list them, exit 1")
     predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--tta", default="none", choices=("none", "flip", "d4"), help="test-time augmentation: average over flips (flip) or all 8 rotations/flips (d4)")
     predict.add_argument("--workers", type=int, default=2)
     predict.add_argument("--backend", default="torch", choices=("torch", "onnx"), help="onnx: run a .onnx from dermdx export on ONNX Runtime (needs the [onnx] extra)")
     predict.set_defaults(run=_cmd_predict)

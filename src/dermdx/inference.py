@@ -21,6 +21,13 @@ from dermdx.data.transforms import build_transform
 from dermdx.models import run_model
 
 OUTPUT_FORMATS = ("dermdx", "isic2018")
+# Test-time augmentation: (quarter turns, horizontal flip) per view. Dermoscopic images have no
+# canonical orientation, so the dihedral group's 8 views are all plausible inputs.
+TTA_VIEWS: dict[str, list[tuple[int, bool]]] = {
+    "none": [(0, False)],
+    "flip": [(0, False), (0, True)],
+    "d4": [(k, flip) for k in range(4) for flip in (False, True)],
+}
 DISCLAIMER = "dermdx is decision support for clinicians, not a diagnosis."
 
 
@@ -43,7 +50,10 @@ class Predictor:
         >>> result = predictor.predict_manifest(read_images(["lesion.jpg"]))
     """
 
-    def __init__(self, model: nn.Module, info: ModelInfo, *, sha256: str = "", batch_size: int = 32, num_workers: int = 0) -> None:
+    def __init__(self, model: nn.Module, info: ModelInfo, *, sha256: str = "", batch_size: int = 32, num_workers: int = 0, tta: str = "none") -> None:
+        if tta not in TTA_VIEWS:
+            raise ValueError(f"unknown test-time augmentation {tta!r}; choose from {', '.join(TTA_VIEWS)}")
+        self.tta = tta
         # NHWC is faster for torch's CPU convolutions; the ONNX backend takes any layout.
         self.model = model.eval().to(memory_format=torch.channels_last) if isinstance(model, nn.Module) else model.eval()
         self.info = info
@@ -75,6 +85,11 @@ class Predictor:
     def classes(self) -> list[str]:
         return list(self.info.classes)
 
+    @property
+    def temperature(self) -> float:
+        """The calibration temperature stored with the model (``dermdx calibrate``); 1.0 if uncalibrated."""
+        return float((self.info.calibration or {}).get("temperature", 1.0))
+
     @torch.no_grad()
     def predict_manifest(self, manifest: Manifest, *, continue_on_error: bool = False, progress: bool = True) -> Predictions:
         """Probabilities for every image of ``manifest``, in manifest order.
@@ -99,13 +114,25 @@ class Predictor:
             if ok.any():
                 keep = torch.from_numpy(ok)
                 meta_batch = batch["meta"][keep] if "meta" in batch else None
-                logits = run_model(self.model, batch["image"][keep].contiguous(memory_format=torch.channels_last), meta_batch)
-                probs.append(torch.softmax(logits.float(), dim=1).numpy())
+                probs.append(self._probs(batch["image"][keep], meta_batch).numpy())
                 kept = batch["index"][torch.from_numpy(ok)].tolist()
                 ids += [str(manifest.frame.at[i, "image_id"]) for i in kept]
                 paths += [all_paths[i] for i in kept]
         stacked = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)), dtype=np.float32)
         return Predictions(ids, paths, stacked.astype(np.float64), self.classes, errors)
+
+
+    def _probs(self, images: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
+        """Softmax probabilities, averaged over the test-time augmentation views."""
+        views = TTA_VIEWS[self.tta]
+        total = torch.zeros(())
+        for rotations, flip in views:
+            view = torch.rot90(images, rotations, dims=(2, 3))
+            if flip:
+                view = torch.flip(view, dims=(3,))
+            logits = run_model(self.model, view.contiguous(memory_format=torch.channels_last), meta)
+            total = total + torch.softmax(logits.float() / self.temperature, dim=1)
+        return total / len(views)
 
 
 def predictions_frame(result: Predictions, *, output_format: str = "dermdx") -> pd.DataFrame:
