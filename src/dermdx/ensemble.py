@@ -1,0 +1,55 @@
+"""Average several models' probabilities: members may differ in backbone, resolution or fold.
+
+Each member keeps its own preprocessing (from its model file), so a 160 px and a 224 px model can
+be combined. Classes are matched by name, never by position.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dermdx.data.manifest import Manifest
+from dermdx.inference import Predictions, Predictor
+
+
+class EnsemblePredictor:
+    """Weighted mean of member probabilities, with the ``Predictor.predict_manifest`` interface.
+
+    Raises:
+        ValueError: no members, members with different class sets, or bad weights.
+    """
+
+    def __init__(self, members: list[Predictor], weights: list[float] | None = None) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one member model")
+        classes = members[0].classes
+        for member in members[1:]:
+            if sorted(member.classes) != sorted(classes):
+                raise ValueError(f"ensemble members must share classes: {classes} vs {member.classes} ({member.info.model_name})")
+        weights = [1.0] * len(members) if weights is None else list(weights)
+        if len(weights) != len(members) or min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(f"need one non-negative weight per member ({len(members)}), not all zero; got {weights}")
+        self.members = members
+        self.weights = np.asarray(weights, dtype=np.float64) / sum(weights)
+        self.classes = list(classes)
+
+    @classmethod
+    def from_checkpoints(cls, paths: list[str | Path], weights: list[float] | None = None, **kwargs) -> EnsemblePredictor:
+        return cls([Predictor.from_checkpoint(p, **kwargs) for p in paths], weights)
+
+    def predict_manifest(self, manifest: Manifest, *, continue_on_error: bool = False, progress: bool = True) -> Predictions:
+        """Members predict in turn; an image any member could not read is left out and listed."""
+        results = [m.predict_manifest(manifest, continue_on_error=continue_on_error, progress=progress) for m in self.members]
+        errors: dict[str, str] = {}
+        for result in results:
+            errors.update(result.errors)
+        keep = [p for p in results[0].paths if p not in errors]
+        total = np.zeros((len(keep), len(self.classes)))
+        for weight, result in zip(self.weights, results, strict=True):
+            row = {p: i for i, p in enumerate(result.paths)}
+            order = [result.classes.index(c) for c in self.classes]
+            total += weight * result.probs[[row[p] for p in keep]][:, order]
+        ids = dict(zip(results[0].paths, results[0].image_ids, strict=True))
+        return Predictions([ids[p] for p in keep], keep, total, self.classes, errors)

@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dermdx.checkpoint import ModelInfo, save_model
+from dermdx.config import PreprocessConfig
+from dermdx.data.adapters import read_images
+from dermdx.ensemble import EnsemblePredictor
+from dermdx.inference import Predictor
+from dermdx.models import create_model
+
+
+def _model_file(path: Path, classes: list[str], size: int, seed: int) -> Path:
+    torch.manual_seed(seed)
+    model = create_model("test_efficientnet", num_classes=len(classes))
+    save_model(path, model, ModelInfo("test_efficientnet", classes, PreprocessConfig(image_size=size)))
+    return path
+
+
+@pytest.fixture
+def images(tmp_path, jpeg) -> Path:
+    for k in range(4):
+        jpeg(tmp_path / "imgs" / f"i{k}.jpg", size=40, seed=k)
+    return tmp_path / "imgs"
+
+
+def test_ensemble_is_the_weighted_mean_with_classes_matched_by_name(tmp_path, images) -> None:
+    a = _model_file(tmp_path / "a.safetensors", ["bcc", "mel", "nv"], 32, 0)
+    b = _model_file(tmp_path / "b.safetensors", ["nv", "bcc", "mel"], 48, 1)  # other order and size
+    manifest = read_images([images])
+    pa = Predictor.from_checkpoint(a).predict_manifest(manifest, progress=False)
+    pb = Predictor.from_checkpoint(b).predict_manifest(manifest, progress=False)
+    pb_aligned = pb.probs[:, [pb.classes.index(c) for c in pa.classes]]
+    ensemble = EnsemblePredictor.from_checkpoints([a, b], weights=[3, 1]).predict_manifest(manifest, progress=False)
+    assert ensemble.classes == ["bcc", "mel", "nv"]
+    assert np.allclose(ensemble.probs, 0.75 * pa.probs + 0.25 * pb_aligned)
+
+
+def test_members_with_other_classes_are_refused(tmp_path) -> None:
+    a = _model_file(tmp_path / "a.safetensors", ["bcc", "mel", "nv"], 32, 0)
+    b = _model_file(tmp_path / "b.safetensors", ["mel", "nv"], 32, 0)
+    with pytest.raises(ValueError, match="must share classes"):
+        EnsemblePredictor.from_checkpoints([a, b])
+    with pytest.raises(ValueError, match="one non-negative weight per member"):
+        EnsemblePredictor.from_checkpoints([a, a], weights=[1.0])
+
+
+def test_unreadable_image_is_listed_once(tmp_path, images) -> None:
+    (images / "bad.jpg").write_bytes(b"\xff\xd8nope")
+    a = _model_file(tmp_path / "a.safetensors", ["bcc", "mel", "nv"], 32, 0)
+    result = EnsemblePredictor.from_checkpoints([a, a]).predict_manifest(read_images([images]), continue_on_error=True, progress=False)
+    assert len(result.probs) == 4 and list(result.errors) == [str(images / "bad.jpg")]
