@@ -40,6 +40,9 @@ class ModelInfo:
     # MetaSchema.to_dict() for models that fuse patient metadata; None for image-only models.
     meta_schema: dict[str, Any] | None = None
     dermdx_version: str = __version__
+    # Post-hoc calibration fitted on validation rows (``dermdx.calibration``): ``temperature`` and
+    # how it was fitted; the abstention threshold rides along. None for an uncalibrated model.
+    calibration: dict[str, Any] | None = None
 
     def to_json(self) -> str:
         payload = {
@@ -53,6 +56,7 @@ class ModelInfo:
             "config": self.config,
             "meta_schema": self.meta_schema,
             "dermdx_version": self.dermdx_version,
+            "calibration": self.calibration,
         }
         return json.dumps(payload)
 
@@ -71,6 +75,7 @@ class ModelInfo:
             config=payload.get("config", {}),
             meta_schema=payload.get("meta_schema"),
             dermdx_version=payload.get("dermdx_version", ""),
+            calibration=payload.get("calibration"),
         )
 
 
@@ -89,6 +94,29 @@ def save_model(path: str | Path, model: nn.Module, info: ModelInfo) -> str:
     tmp = path.with_suffix(path.suffix + ".tmp")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(tmp), metadata={"dermdx": info.to_json()})
+    tmp.replace(path)
+    return file_sha256(path)
+
+
+def rewrite_info(path: str | Path, info: ModelInfo) -> str:
+    """Replace the description stored in model file ``path`` by ``info``; the weights stay byte-for-byte.
+
+    For additions that do not change what the weights compute (calibration, say). The file is
+    rewritten atomically; returns its new SHA-256.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not a dermdx model file, or ``info`` describes another network (model name,
+            arguments or classes differ), which the weights would not fit.
+    """
+    path = _existing(path)
+    current = read_info(path)
+    for name in ("model_name", "model_kwargs", "classes"):
+        if getattr(current, name) != getattr(info, name):
+            raise ValueError(f"{path}: the new description changes {name} ({getattr(current, name)!r} -> {getattr(info, name)!r}); save a new model instead")
+    tensors = load_file(str(path))
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    save_file(tensors, str(tmp), metadata={"dermdx": info.to_json()})
     tmp.replace(path)
     return file_sha256(path)
 

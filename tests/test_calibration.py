@@ -1,0 +1,161 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from dermdx.calibration import apply_temperature, calibrate_model, fit_temperature, negative_log_likelihood, predict_logits, selection_rows
+from dermdx.checkpoint import ModelInfo, file_sha256, read_info, rewrite_info
+from dermdx.config import ISIC2018_CLASSES
+from dermdx.data.adapters import read_images
+from dermdx.inference import Predictor
+from dermdx.metrics import expected_calibration_error
+
+
+def _calibrated_logits(n: int = 4000, classes: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits whose softmax is the true label distribution: a perfectly calibrated model."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.0, 2.0, (n, classes))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = np.array([rng.choice(classes, p=p) for p in probs])
+    return logits, labels
+
+
+def test_over_confident_logits_get_a_temperature_above_one_and_a_lower_ece() -> None:
+    logits, labels = _calibrated_logits()
+    sharp = 3.0 * logits
+    t = fit_temperature(sharp, labels)
+    assert 2.5 < t < 3.5
+    before = expected_calibration_error(labels, apply_temperature(sharp, 1.0))
+    after = expected_calibration_error(labels, apply_temperature(sharp, t))
+    assert after < before / 3
+    assert negative_log_likelihood(sharp, labels, t) < negative_log_likelihood(sharp, labels, 1.0)
+
+
+def test_well_calibrated_logits_keep_a_temperature_near_one() -> None:
+    logits, labels = _calibrated_logits(seed=1)
+    assert fit_temperature(logits, labels) == pytest.approx(1.0, abs=0.1)
+
+
+def test_under_confident_logits_get_a_temperature_below_one() -> None:
+    logits, labels = _calibrated_logits(seed=2)
+    assert fit_temperature(logits / 2.0, labels) == pytest.approx(0.5, abs=0.08)
+
+
+def test_temperature_never_changes_the_predicted_class() -> None:
+    logits, _ = _calibrated_logits(n=500)
+    for t in (0.3, 1.0, 4.0):
+        assert np.array_equal(apply_temperature(logits, t).argmax(axis=1), logits.argmax(axis=1))
+    assert np.allclose(apply_temperature(logits, 2.0).sum(axis=1), 1.0)
+
+
+def test_separable_data_sharpens_within_the_bounds() -> None:
+    from dermdx.calibration import MIN_TEMPERATURE
+
+    logits = np.array([[5.0, 0.0], [0.0, 5.0]] * 10)
+    labels = np.array([0, 1] * 10)
+    assert MIN_TEMPERATURE <= fit_temperature(logits, labels) < 1.0
+
+
+def test_bad_inputs_are_named() -> None:
+    logits = np.zeros((4, 3))
+    with pytest.raises(ValueError, match=r"one class index per logits row \(4\)"):
+        fit_temperature(logits, np.zeros(3, dtype=int))
+    with pytest.raises(ValueError, match=r"labels\[1\] = 3 is outside 0..2"):
+        fit_temperature(logits, np.array([0, 3, 1, 2]))
+    with pytest.raises(TypeError, match="integer class indices"):
+        fit_temperature(logits, np.array(["mel", "nv", "mel", "nv"]))
+    with pytest.raises(ValueError, match="non-finite"):
+        fit_temperature(np.array([[0.0, np.nan], [1.0, 0.0]]), np.array([0, 1]))
+    with pytest.raises(ValueError, match="validation rows are empty"):
+        fit_temperature(np.zeros((0, 3)), np.zeros(0, dtype=int))
+    with pytest.raises(ValueError, match="positive number"):
+        apply_temperature(logits, 0.0)
+
+
+def test_model_info_round_trips_calibration_and_reads_old_files() -> None:
+    from dermdx.config import PreprocessConfig
+
+    info = ModelInfo(model_name="m", classes=["a", "b"], preprocess=PreprocessConfig(), calibration={"temperature": 1.7, "abstention": {"min_confidence": 0.6}})
+    assert ModelInfo.from_json(info.to_json(), where="x").calibration == info.calibration
+    old = json.loads(info.to_json())
+    del old["calibration"]
+    assert ModelInfo.from_json(json.dumps(old), where="x").calibration is None
+
+
+@pytest.fixture
+def labelled_images(tmp_path: Path, jpeg):
+    classes = sorted(ISIC2018_CLASSES)
+    paths = [jpeg(tmp_path / "val" / f"{name}_{k}.jpg", size=32, seed=10 * i + k) for i, name in enumerate(classes) for k in range(2)]
+    manifest = read_images(paths)
+    manifest.frame["label"] = [p.stem.rsplit("_", 1)[0] for p in paths]
+    return manifest
+
+
+def test_calibrate_model_stores_the_temperature_and_predictions_follow_it(isic_model_file, labelled_images, tmp_path: Path) -> None:
+    weights = load_file(str(isic_model_file))
+    plain = Predictor.from_checkpoint(isic_model_file).predict_manifest(labelled_images, progress=False)
+    old_sha = file_sha256(isic_model_file)
+
+    result = calibrate_model(isic_model_file, labelled_images, tmp_path / "cal", description="test rows")
+
+    for name in ("calibration.json", "reliability_before.png", "reliability_after.png", "risk_coverage.png"):
+        assert (tmp_path / "cal" / name).is_file(), name
+    assert result["sha256_before"] == old_sha != result["sha256_after"] == file_sha256(isic_model_file)
+    stored = read_info(isic_model_file).calibration
+    assert stored["temperature"] == result["temperature"]
+    assert stored["abstention"]["target_coverage"] == 0.8 and "test rows" in stored["abstention"]["source"]
+    assert stored["n_images"] == 14 and stored["ece_before"] >= 0 and stored["ece_after"] >= 0
+    # Weights unchanged, byte for byte.
+    after = load_file(str(isic_model_file))
+    assert weights.keys() == after.keys() and all((weights[k] == after[k]).all() for k in weights)
+
+    predictor = Predictor.from_checkpoint(isic_model_file)
+    assert predictor.temperature == result["temperature"]
+    calibrated = predictor.predict_manifest(labelled_images, progress=False)
+    expected = apply_temperature(predict_logits(predictor, labelled_images), result["temperature"])
+    assert np.allclose(calibrated.probs, expected, atol=1e-5)
+    assert np.array_equal(calibrated.probs.argmax(axis=1), plain.probs.argmax(axis=1))
+    if abs(result["temperature"] - 1.0) > 1e-3:
+        assert not np.allclose(calibrated.probs, plain.probs, atol=1e-6)
+
+
+def test_save_as_leaves_the_original_alone(isic_model_file, labelled_images, tmp_path: Path) -> None:
+    old_sha = file_sha256(isic_model_file)
+    result = calibrate_model(isic_model_file, labelled_images, tmp_path / "cal", save_as=tmp_path / "calibrated.safetensors")
+    assert file_sha256(isic_model_file) == old_sha and read_info(isic_model_file).calibration is None
+    assert read_info(tmp_path / "calibrated.safetensors").calibration["temperature"] == result["temperature"]
+
+
+def test_rewrite_info_refuses_another_network(isic_model_file) -> None:
+    info = read_info(isic_model_file)
+    info.classes = list(reversed(info.classes))
+    with pytest.raises(ValueError, match="changes classes"):
+        rewrite_info(isic_model_file, info)
+
+
+def test_calibrate_cli_fits_on_the_selection_split(tiny_run_config, tmp_path: Path) -> None:
+    from dermdx.cli import main
+    from dermdx.config import save_config
+    from dermdx.training import fit, prepare_data
+
+    fit(tiny_run_config, stop_after=1)
+    model = Path(tiny_run_config.output_dir) / "model.safetensors"
+    config_file = tmp_path / "run.yaml"
+    save_config(tiny_run_config, config_file)
+
+    rows = selection_rows(tiny_run_config, read_info(model))
+    data = prepare_data(tiny_run_config)
+    held_out = set(data.manifest.subset(data.test_idx).frame["image_id"])
+    assert len(rows) > 0 and not held_out & set(rows.frame["image_id"])
+
+    assert main(["calibrate", "--model", str(model), "--config", str(config_file), "--out", str(tmp_path / "cal")]) == 0
+    written = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert written["n_images"] == len(rows)
+    assert read_info(model).calibration["temperature"] == written["temperature"]
+
+    other = read_info(model)
+    other.data_fingerprint = "0" * 16
+    with pytest.raises(ValueError, match="trained on other rows"):
+        selection_rows(tiny_run_config, other)
