@@ -4,7 +4,10 @@
     dermdx evaluate --model M (--config CONFIG.yaml | --data PATH [--format F]) --out DIR
     dermdx predict IMAGES_OR_DIRS... [--model M] --out preds.csv [--format isic2018] [--backend onnx]
     dermdx export --model M --format onnx --out model.onnx [--parity IMAGES_OR_DIRS ...] [--tolerance 1e-3]
+    dermdx calibrate --model M --config CONFIG.yaml --out DIR [--coverage 0.8] [--save-as PATH]
+    dermdx diagnose IMAGE [--model M] [--age N --sex S --site SITE] --out DIR [--cam-method gradcam]
     dermdx data check PATH [--format F]
+    dermdx serve [--model M] [--host 127.0.0.1] [--port 8000] [--data-dir ~/.dermdx] [--db URL] [--create-token NAME --role admin]
 """
 
 from __future__ import annotations
@@ -124,6 +127,51 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from dermdx.calibration import calibrate_model, selection_rows
+    from dermdx.checkpoint import read_info
+    from dermdx.config import load_config
+
+    config = load_config(args.config, args.set)
+    rows = selection_rows(config, read_info(args.model))
+    result = calibrate_model(
+        args.model, rows, args.out, coverage=args.coverage, save_as=args.save_as,
+        description=f"selection split of {args.config}", batch_size=args.batch_size, num_workers=args.workers,
+    )
+    selective, abstention = result["selective"], result["abstention"]
+    print(f"temperature {result['temperature']:.3f} fitted on {result['n_images']} selection images: "
+          f"ECE {result['ece_before']:.4f} -> {result['ece_after']:.4f}, NLL {result['nll_before']:.4f} -> {result['nll_after']:.4f}")
+    print(f"abstention: answer when the top-class probability is >= {abstention['min_confidence']:.3f}, which keeps "
+          f"{selective['coverage']:.0%} of these images; balanced accuracy there {selective['balanced_accuracy_at_coverage']:.4f} "
+          f"(all images: {selective['balanced_accuracy_all']:.4f})")
+    print(f"model {result['model']}: SHA-256 {result['sha256_before']} -> {result['sha256_after']} (weights unchanged)")
+    print(f"calibration.json, reliability_before.png, reliability_after.png, risk_coverage.png in {args.out}")
+    return 0
+
+
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    from dermdx.decision import AbstentionConfig
+    from dermdx.diagnosis import diagnose, summary_text
+    from dermdx.inference import Predictor
+
+    image = Path(args.image)
+    if not image.is_file():
+        raise FileNotFoundError(f"image not found: {image}")
+    model_path = args.model or default_model_path()
+    if Path(model_path).suffix == ".onnx":
+        raise ValueError(f"--model {model_path} is an ONNX export; diagnose needs the .safetensors model (the heatmap uses gradients)")
+    predictor = Predictor.from_checkpoint(model_path, batch_size=1, num_workers=0)
+    abstention = None
+    if args.min_confidence is not None:
+        abstention = AbstentionConfig(min_confidence=args.min_confidence, source="set on the command line (--min-confidence)")
+    report = diagnose(
+        predictor, image, args.out, age=args.age, sex=args.sex, site=args.site,
+        cam_method=args.cam_method, abstention=abstention, model_path=model_path,
+    )
+    print(summary_text(report, args.out))
+    return 0
+
+
 def _cmd_data_check(args: argparse.Namespace) -> int:
     from dermdx.data.check import check_path
 
@@ -136,6 +184,38 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
     report = check_path(args.path, format=args.format, column_map=column_map or None, image_root=args.image_root)
     print(report.to_text())
     return 0 if report.ok else 1
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+        from sqlalchemy.engine import make_url
+
+        from dermdx.service.settings import ServiceSettings
+        from dermdx.service.storage import Storage
+    except ImportError as error:
+        raise ImportError(f"dermdx serve needs the [serve] extra: pip install 'dermdx[serve]' ({error})") from error
+
+    settings = ServiceSettings(data_dir=args.data_dir, db_url=args.db, cors_origins=tuple(args.cors_origin), max_upload_bytes=int(args.max_upload_mb * 1_000_000))
+    database = make_url(settings.database_url).render_as_string(hide_password=True)
+    if args.create_token:
+        storage = Storage(settings.database_url, settings.image_dir)
+        with storage.session() as session:
+            token = storage.create_token(session, args.create_token, args.role)
+        storage.dispose()
+        print(f"{args.role} token {args.create_token!r} for {database}; shown only now (the database keeps its SHA-256):")
+        print(token)
+        return 0
+    from dermdx.inference import Predictor
+    from dermdx.service.app import create_app
+
+    predictor = Predictor.from_checkpoint(args.model or default_model_path(), batch_size=1, num_workers=0)
+    app = create_app(predictor, settings)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {args.host}, reachable from other machines; put it behind HTTPS (a reverse proxy)", file=sys.stderr)
+    print(f"dermdx service: http://{args.host}:{args.port}/ (API docs /docs), database {database}, images in {settings.image_dir}. {DISCLAIMER}")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info" if args.verbose else "warning")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,6 +268,42 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--calibration", nargs="+", type=Path, metavar="IMAGES_OR_DIRS", help="real images for int8 calibration")
     export.set_defaults(run=_cmd_export)
 
+    calibrate = commands.add_parser(
+        "calibrate", help="fit temperature scaling and the abstention threshold on a config's selection split; store them in the model",
+        description=(
+            "Fits a temperature (probabilities that match observed accuracy) and the confidence threshold below which "
+            "diagnose answers 'refer: uncertain', on the SELECTION split of the config the model was trained with: the "
+            "grouped inner part of the training fold that chose the epoch. Not the held-out test fold, so held-out "
+            "figures stay unbiased; not the training rows, on which the model is over-confident. Rewrites the model file "
+            "(weights unchanged, new SHA-256) unless --save-as is given."
+        ),
+    )
+    calibrate.add_argument("--model", required=True, help="model.safetensors written by dermdx train with --config")
+    calibrate.add_argument("--config", required=True, help="the training config of --model: its selection split is used")
+    calibrate.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    calibrate.add_argument("--out", required=True, help="folder for calibration.json and the reliability and risk-coverage PNGs")
+    calibrate.add_argument("--coverage", type=float, default=0.8, help="share of cases the abstention threshold keeps (default 0.8)")
+    calibrate.add_argument("--save-as", help="write the calibrated model here instead of rewriting --model")
+    calibrate.add_argument("--batch-size", type=int, default=64)
+    calibrate.add_argument("--workers", type=int, default=2)
+    calibrate.set_defaults(run=_cmd_calibrate)
+
+    from dermdx.explain.cam import CAM_METHODS, DEFAULT_METHOD
+
+    diagnose = commands.add_parser(
+        "diagnose", help="decision-support report for one lesion image: report.json, report.html, CAM overlay",
+        description=f"Probabilities for every class, a top-3 differential, malignancy risk, abstention with its reason and a CAM heatmap. {DISCLAIMER}",
+    )
+    diagnose.add_argument("image", help="the dermoscopic image")
+    diagnose.add_argument("--model", help="model.safetensors (default: the shipped model)")
+    diagnose.add_argument("--age", help="patient age in years (used if the model fuses metadata)")
+    diagnose.add_argument("--sex", help="male or female")
+    diagnose.add_argument("--site", help="body site, one the model knows (e.g. back, face)")
+    diagnose.add_argument("--out", required=True, help="output folder for report.json, report.html, image.png, cam_overlay.png")
+    diagnose.add_argument("--cam-method", default=DEFAULT_METHOD, help=f"heatmap method: {', '.join(CAM_METHODS)} (default {DEFAULT_METHOD})")
+    diagnose.add_argument("--min-confidence", type=float, help="abstain below this top-class probability (default: the threshold stored by dermdx calibrate, else 0.5)")
+    diagnose.set_defaults(run=_cmd_diagnose)
+
     data = commands.add_parser("data", help="data set tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     check = data_commands.add_parser("check", help="counts, class balance, centres, missing metadata, unreadable files")
@@ -196,6 +312,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--column", action="append", default=[], metavar="COLUMN=CSV_COLUMN", help="column map for --format csv (image=..., label=...)")
     check.add_argument("--image-root", help="folder the CSV's image paths start from")
     check.set_defaults(run=_cmd_data_check)
+
+    serve = commands.add_parser("serve", help="the clinician web service: REST API, web page, case database (needs the [serve] extra)")
+    serve.add_argument("--model", help="model.safetensors (default: the shipped model)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--data-dir", default="~/.dermdx", help="folder for the SQLite database and uploaded images (default ~/.dermdx)")
+    serve.add_argument("--db", help="database URL instead of SQLite in --data-dir, e.g. postgresql+psycopg://user:pass@host/dermdx")
+    serve.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN", help="allow browser calls from this origin (default: none)")
+    serve.add_argument("--max-upload-mb", type=float, default=10.0, help="largest accepted image file in MB (default 10)")
+    serve.add_argument("--create-token", metavar="NAME", help="create an API token named NAME, print it once and exit (no model needed)")
+    serve.add_argument("--role", default="clinician", choices=("clinician", "admin"), help="role of --create-token (default clinician)")
+    serve.set_defaults(run=_cmd_serve)
     return parser
 
 

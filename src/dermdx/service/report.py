@@ -1,0 +1,81 @@
+"""One case's report: what the model says about one saved image, as a JSON-ready dict.
+
+The report holds what dermdx computes today (class probabilities, a top-3 differential, the
+model's identity, the disclaimer). ``heatmap``, ``triage``, ``recommendation`` and ``abstention``
+are present and ``None`` until the explanation and decision modules fill them; the web page shows
+each one that is not ``None``. Nothing here invents a triage level.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from dermdx.data.adapters import read_images
+from dermdx.inference import DISCLAIMER, Predictor
+
+REPORT_FORMAT = "dermdx-report/1"
+FUTURE_KEYS = ("heatmap", "triage", "recommendation", "abstention")
+
+
+def model_card(predictor: Predictor) -> dict[str, Any]:
+    """Name, hash, classes, validation metrics and preprocessing of a loaded model."""
+    info = predictor.info
+    return {
+        "name": info.model_name,
+        "sha256": predictor.sha256,
+        "dermdx_version": info.dermdx_version,
+        "classes": list(info.classes),
+        "data_fingerprint": info.data_fingerprint,
+        "metrics": info.metrics,
+        "image_size": info.preprocess.image_size,
+        "uses_metadata": info.meta_schema is not None,
+    }
+
+
+class CasePredictor:
+    """A loaded ``Predictor`` made safe to call from the server's worker threads.
+
+    One prediction at a time: the model already uses every core, and torch modules are not
+    documented as safe for concurrent calls.
+
+    Example:
+        >>> reporter = CasePredictor(Predictor.from_checkpoint("model.safetensors", batch_size=1))
+        >>> reporter.report(Path("lesion.jpg"), age=60, sex="male", site="back")["predicted"]
+    """
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        self.card = model_card(predictor)
+        self._lock = threading.Lock()
+
+    def report(self, image_path: Path, *, age: int | None, sex: str, site: str) -> dict[str, Any]:
+        """Predict one saved image (with its metadata, for models that use it) and build its report.
+
+        Raises:
+            dermdx.data.images.ImageReadError: the file cannot be decoded.
+        """
+        manifest = read_images([image_path])
+        # Manifests say "not recorded" with NaN / empty strings; the form says "unknown".
+        manifest.frame["age"] = float("nan") if age is None else float(age)
+        manifest.frame["sex"] = "" if sex == "unknown" else sex
+        manifest.frame["site"] = "" if site == "unknown" else site
+        with self._lock:
+            result = self.predictor.predict_manifest(manifest, progress=False)
+        return build_report(result.probs[0].tolist(), result.classes, self.card)
+
+
+def build_report(probs: list[float], classes: list[str], card: dict[str, Any]) -> dict[str, Any]:
+    """The report for one image's class probabilities (in ``classes`` order)."""
+    ranked = sorted(zip(classes, probs, strict=True), key=lambda pair: -pair[1])
+    report: dict[str, Any] = {
+        "format": REPORT_FORMAT,
+        "predicted": ranked[0][0],
+        "probabilities": dict(zip(classes, (float(p) for p in probs), strict=True)),
+        "differential": [{"class": name, "probability": float(p)} for name, p in ranked[:3]],
+        "model": {"name": card["name"], "sha256": card["sha256"], "dermdx_version": card["dermdx_version"]},
+        "disclaimer": DISCLAIMER,
+    }
+    report.update({key: None for key in FUTURE_KEYS})
+    return report
