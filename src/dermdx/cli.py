@@ -18,18 +18,8 @@ import logging
 import sys
 from pathlib import Path
 
+from dermdx.default_model import default_model_path
 from dermdx.inference import DISCLAIMER, OUTPUT_FORMATS
-
-DEFAULT_MODEL_DIR = Path(__file__).parent / "weights"
-
-
-def default_model_path() -> Path:
-    """The model that ships with dermdx, or a clear error while none does."""
-    path = DEFAULT_MODEL_DIR / "default.safetensors"
-    if not path.is_file():
-        raise FileNotFoundError("no default model ships with this dermdx yet: pass --model PATH (a model.safetensors written by dermdx train)")
-    return path
-
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from dermdx.config import load_config
@@ -41,6 +31,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     summary = fit(config, resume=not args.no_resume)
     data = summary["data"]
     out = Path(config.output_dir)
+    if len(data.test_idx) == 0:
+        print(f"model: {out / MODEL_FILE} (split.kind none: no held-out rows; estimate its accuracy by cross-validating the same config)")
+        return 0
     predictor = Predictor.from_checkpoint(out / MODEL_FILE, num_workers=config.train.num_workers, batch_size=64)
     metrics = evaluate(
         predictor, data.manifest.subset(data.test_idx), out / "eval", n_bootstrap=args.bootstrap,

@@ -60,9 +60,10 @@ class DataConfig:
 
 @dataclass
 class SplitConfig:
-    """A grouped split: K-fold stratified by label and grouped by patient/lesion, or one centre held out."""
+    """A grouped split: K-fold stratified by label and grouped by patient/lesion, one centre held
+    out, or ``none`` (train on every row: a final model whose figures come from cross-validation)."""
 
-    kind: Literal["kfold", "centre"] = "kfold"
+    kind: Literal["kfold", "centre", "none"] = "kfold"
     n_folds: int = 5
     fold: int = 0
     centre: str | None = None

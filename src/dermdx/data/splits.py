@@ -206,8 +206,12 @@ def train_val_indices(manifest: Manifest, split_config: SplitConfig) -> tuple[np
             split made with other settings or data, or a group that crosses the split.
     """
     cfg = split_config
+    if cfg.kind == "none":
+        # Train on every row (a final model); its expected performance comes from the same
+        # recipe's cross-validation, never from rows it trained on.
+        return np.arange(len(manifest)), np.zeros(0, dtype=np.int64)
     if cfg.kind not in SPLIT_KINDS:
-        raise ValueError(f"split.kind {cfg.kind!r} is not one of {list(SPLIT_KINDS)}")
+        raise ValueError(f"split.kind {cfg.kind!r} is not one of {[*SPLIT_KINDS, 'none']}")
     if cfg.kind == "kfold" and not 0 <= cfg.fold < cfg.n_folds:
         raise ValueError(f"split.fold {cfg.fold} is out of range for n_folds={cfg.n_folds}; use 0..{cfg.n_folds - 1}")
     if cfg.kind == "centre" and not cfg.centre:
