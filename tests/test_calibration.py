@@ -159,3 +159,35 @@ def test_calibrate_cli_fits_on_the_selection_split(tiny_run_config, tmp_path: Pa
     other.data_fingerprint = "0" * 16
     with pytest.raises(ValueError, match="trained on other rows"):
         selection_rows(tiny_run_config, other)
+
+
+def test_class_bias_recovers_a_shifted_rare_class() -> None:
+    from dermdx.calibration import fit_class_bias
+    from dermdx.metrics import balanced_accuracy
+
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(400, int), np.ones(40, int)]
+    scores = rng.normal(0, 1, (440, 2))
+    scores[labels == 1, 1] += 2.0
+    scores[:, 1] -= 2.5  # the rare class is under-called, as after imbalanced training
+    log_probs = scores - np.log(np.exp(scores).sum(axis=1, keepdims=True))
+    bias = fit_class_bias(log_probs, labels)
+    assert balanced_accuracy(labels, (log_probs + bias).argmax(1)) > balanced_accuracy(labels, log_probs.argmax(1)) + 0.1
+    assert bias[1] - bias[0] > 1.0
+
+
+def test_predictor_applies_the_stored_class_bias(isic_model_file, tmp_path, jpeg) -> None:
+    from dermdx.checkpoint import read_info, rewrite_info
+    from dermdx.data.adapters import read_images
+    from dermdx.inference import Predictor
+
+    images = read_images([jpeg(tmp_path / "a.jpg", size=40)])
+    plain = Predictor.from_checkpoint(isic_model_file).predict_manifest(images, progress=False).probs[0]
+    info = read_info(isic_model_file)
+    bias = np.zeros(len(info.classes))
+    bias[0] = 1.0
+    info.calibration = {"method": "temperature", "temperature": 1.0, "class_bias": bias.tolist()}
+    rewrite_info(isic_model_file, info)
+    adjusted = Predictor.from_checkpoint(isic_model_file).predict_manifest(images, progress=False).probs[0]
+    expected = plain * np.exp(bias)
+    assert np.allclose(adjusted, expected / expected.sum(), atol=1e-5)

@@ -128,7 +128,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)
     rows = selection_rows(config, read_info(args.model))
     result = calibrate_model(
-        args.model, rows, args.out, coverage=args.coverage, save_as=args.save_as,
+        args.model, rows, args.out, coverage=args.coverage, class_bias=args.class_bias, save_as=args.save_as,
         description=f"selection split of {args.config}", batch_size=args.batch_size, num_workers=args.workers,
     )
     selective, abstention = result["selective"], result["abstention"]
@@ -276,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     calibrate.add_argument("--out", required=True, help="folder for calibration.json and the reliability and risk-coverage PNGs")
     calibrate.add_argument("--coverage", type=float, default=0.8, help="share of cases the abstention threshold keeps (default 0.8)")
+    calibrate.add_argument("--class-bias", action="store_true", help="also fit per-class prior offsets that maximise balanced accuracy on the same rows")
     calibrate.add_argument("--save-as", help="write the calibrated model here instead of rewriting --model")
     calibrate.add_argument("--batch-size", type=int, default=64)
     calibrate.add_argument("--workers", type=int, default=2)

@@ -86,6 +86,12 @@ class Predictor:
         return list(self.info.classes)
 
     @property
+    def class_bias(self) -> torch.Tensor:
+        """Per-class log-probability offsets fitted for balanced accuracy (``dermdx calibrate --class-bias``); zeros if none."""
+        bias = (self.info.calibration or {}).get("class_bias")
+        return torch.zeros(len(self.classes)) if bias is None else torch.tensor(bias, dtype=torch.float32)
+
+    @property
     def temperature(self) -> float:
         """The calibration temperature stored with the model (``dermdx calibrate``); 1.0 if uncalibrated."""
         return float((self.info.calibration or {}).get("temperature", 1.0))
@@ -131,7 +137,7 @@ class Predictor:
             if flip:
                 view = torch.flip(view, dims=(3,))
             logits = run_model(self.model, view.contiguous(memory_format=torch.channels_last), meta)
-            total = total + torch.softmax(logits.float() / self.temperature, dim=1)
+            total = total + torch.softmax(logits.float() / self.temperature + self.class_bias, dim=1)
         return total / len(views)
 
 
