@@ -51,10 +51,11 @@ def test_predict_writes_one_row_per_image_and_lists_failures(trained, learnable_
     assert "bad.jpg" in capsys.readouterr().err
 
 
-def test_predict_without_a_model_says_none_ships_yet(tmp_path, jpeg, capsys) -> None:
-    jpeg(tmp_path / "a.jpg")
-    assert main(["predict", str(tmp_path / "a.jpg"), "--out", str(tmp_path / "p.csv")]) == 2
-    assert "no default model ships" in capsys.readouterr().err
+def test_predict_without_a_model_uses_the_shipped_one(tmp_path, jpeg) -> None:
+    jpeg(tmp_path / "ISIC_1.jpg", size=64)
+    assert main(["predict", str(tmp_path / "ISIC_1.jpg"), "--out", str(tmp_path / "p.csv"), "--format", "isic2018", "--workers", "0"]) == 0
+    frame = pd.read_csv(tmp_path / "p.csv")
+    assert frame["image"].tolist() == ["ISIC_1"] and np.isclose(frame.iloc[0, 1:].sum(), 1.0, atol=1e-5)
 
 
 def test_missing_input_is_a_clear_error(tmp_path, isic_model_file, capsys) -> None:

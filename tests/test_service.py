@@ -303,7 +303,7 @@ def test_tokens_are_stored_hashed(service) -> None:
     assert stored == {hashlib.sha256(t.encode()).hexdigest() for t in (service.admin, service.clinician)}
 
 
-def test_cli_creates_a_token_once_and_serve_needs_a_model(tmp_path, capsys) -> None:
+def test_cli_creates_a_token_once_and_serve_refuses_a_missing_model(tmp_path, capsys) -> None:
     assert main(["serve", "--create-token", "root", "--role", "admin", "--data-dir", str(tmp_path / "d")]) == 0
     token = capsys.readouterr().out.strip().splitlines()[-1]
     storage = Storage(f"sqlite:///{tmp_path / 'd' / 'dermdx.db'}", tmp_path / "d" / "images")
@@ -312,8 +312,8 @@ def test_cli_creates_a_token_once_and_serve_needs_a_model(tmp_path, capsys) -> N
     storage.dispose()
     assert main(["serve", "--create-token", "root", "--data-dir", str(tmp_path / "d")]) == 2
     assert "exists" in capsys.readouterr().err
-    assert main(["serve", "--data-dir", str(tmp_path / "d")]) == 2
-    assert "no default model ships" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tmp_path / "missing.safetensors"), "--data-dir", str(tmp_path / "d")]) == 2
+    assert "model file not found" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- concurrency, logs
