@@ -103,7 +103,10 @@ def test_create_get_list_feedback_round_trip(service, isic_model_file) -> None:
     assert report["predicted"] == case["predicted"] == report["differential"][0]["class"]
     assert report["model"] == {"name": "test_efficientnet", "sha256": file_sha256(isic_model_file), "dermdx_version": report["model"]["dermdx_version"]}
     # Room for the decision-support modules still to come; absent data is null, never invented.
-    assert all(report[key] is None for key in ("heatmap", "triage", "recommendation", "abstention"))
+    assert report["triage"] is None and report["recommendation"] is None  # no rule base yet
+    assert report["heatmap"]["method"] == "gradcam" and report["heatmap"]["class"] == report["predicted"]
+    assert report["heatmap"]["image"].startswith("data:image/png;base64,")
+    assert report["abstention"]["abstain"] == (max(report["probabilities"].values()) < report["abstention"]["min_confidence"])
     assert case["image_sha256"] == hashlib.sha256(image).hexdigest()
 
     got = service.client.get(f"/api/cases/{case['id']}", headers=auth(service.clinician)).json()

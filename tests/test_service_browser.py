@@ -134,7 +134,9 @@ def test_clinician_uploads_reads_report_gives_feedback_and_finds_it_in_history(b
         assert page.locator("#disclaimer").is_visible()
         assert "age 54 · sex female · site back" in page.inner_text("#result-patient")
         page.wait_for_function("document.querySelector('#result-image').naturalWidth === 64")
-        assert page.locator("#extras section").count() == 0 and not page.locator("#abstention").is_visible()
+        # Grad-CAM over the photo; the untrained fixture model is unsure, so it abstains.
+        assert page.locator("#heatmap-overlay").is_visible() and page.locator("#extras .extra-heatmap").count() == 1
+        assert page.locator("#abstention").is_visible() and "Refer: uncertain" in page.inner_text("#abstention")
 
         page.select_option("#final-diagnosis", "mel")
         page.check("input[name=agrees][value=no]")
@@ -166,7 +168,7 @@ class _ReporterWithDecisions(CasePredictor):
         report = super().report(image_path, **metadata)
         report["triage"] = {"level": "test-level", "reason": "placeholder set by the test"}
         report["recommendation"] = "placeholder recommendation text"
-        report["abstention"] = {"reason": "placeholder abstention reason"}
+        report["abstention"] = {"abstain": True, "reason": "placeholder abstention reason"}
         report["heatmap"] = {"overlay_png": _red_png(), "method": "placeholder"}
         return report
 

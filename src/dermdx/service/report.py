@@ -1,19 +1,31 @@
 """One case's report: what the model says about one saved image, as a JSON-ready dict.
 
-The report holds what dermdx computes today (class probabilities, a top-3 differential, the
-model's identity, the disclaimer). ``heatmap``, ``triage``, ``recommendation`` and ``abstention``
-are present and ``None`` until the explanation and decision modules fill them; the web page shows
-each one that is not ``None``. Nothing here invents a triage level.
+The report holds what dermdx computes today: class probabilities, a top-3 differential, the
+model's identity, the disclaimer, a Grad-CAM heatmap of the predicted class, and the abstention
+decision from the threshold stored with the model. ``triage`` and ``recommendation`` stay
+``None`` until the decision rules exist; the web page shows each key that is not ``None``.
+Nothing here invents a triage level.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import threading
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
+from PIL import Image
+
 from dermdx.data.adapters import read_images
+from dermdx.data.images import load_image
+from dermdx.data.meta import MetaSchema, encode_meta
+from dermdx.decision import ABSTAIN_LABEL, AbstentionConfig, abstain
 from dermdx.inference import DISCLAIMER, Predictor
+
+HEATMAP_METHOD = "gradcam"
 
 REPORT_FORMAT = "dermdx-report/1"
 FUTURE_KEYS = ("heatmap", "triage", "recommendation", "abstention")
@@ -63,7 +75,32 @@ class CasePredictor:
         manifest.frame["site"] = "" if site == "unknown" else site
         with self._lock:
             result = self.predictor.predict_manifest(manifest, progress=False)
-        return build_report(result.probs[0].tolist(), result.classes, self.card)
+            report = build_report(result.probs[0].tolist(), result.classes, self.card)
+            report["heatmap"] = self._heatmap(image_path, manifest, int(np.argmax(result.probs[0])))
+        config = AbstentionConfig.from_model_info(self.predictor.info.calibration)
+        refused, reason = abstain(result.probs[0], config)
+        report["abstention"] = {"abstain": refused, "decision": ABSTAIN_LABEL if refused else None, "reason": reason, "min_confidence": config.min_confidence, "threshold_source": config.source}
+        return report
+
+    def _heatmap(self, image_path: Path, manifest, target: int) -> dict[str, Any] | None:
+        """Grad-CAM of the predicted class as a colour PNG data URL (the page lays it over the photo).
+
+        None for models without gradients (ONNX), which cannot give a Grad-CAM.
+        """
+        from torch import nn
+
+        if not isinstance(self.predictor.model, nn.Module):
+            return None
+        from dermdx.explain import compute_cam
+
+        info = self.predictor.info
+        meta = encode_meta(manifest.frame, MetaSchema.from_dict(info.meta_schema))[0] if info.meta_schema is not None else None
+        tensor = self.predictor.transform(load_image(image_path))[None]
+        cam = compute_cam(self.predictor.model, tensor, target_class=target, method=HEATMAP_METHOD, meta=meta)
+        colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * cam), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+        buffer = io.BytesIO()
+        Image.fromarray(colour).save(buffer, format="PNG")
+        return {"method": HEATMAP_METHOD, "class": info.classes[target], "image": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()}
 
 
 def build_report(probs: list[float], classes: list[str], card: dict[str, Any]) -> dict[str, Any]:

@@ -203,9 +203,11 @@ function renderChart(probabilities) {
 function renderAbstention(abstention) {
   const box = $("abstention");
   box.replaceChildren();
-  box.hidden = abstention === null || abstention === undefined || abstention === false;
-  if (box.hidden) return;
-  box.append(el("h2", "The model abstains"), renderValue(abstention));
+  // The report carries the decision either way; only a refusal is shown.
+  const refused = abstention === true || (abstention !== null && typeof abstention === "object" && abstention.abstain === true);
+  box.hidden = !refused;
+  if (!refused) return;
+  box.append(el("h2", "Refer: uncertain (the model abstains)"), renderValue(abstention.reason || abstention));
 }
 
 function isImageData(value) {
