@@ -26,14 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from dermdx import __version__
 from dermdx.checkpoint import ModelInfo, file_sha256, rewrite_info
 from dermdx.config import RunConfig
-from dermdx.data.dataset import ImageDataset
 from dermdx.data.manifest import Manifest
-from dermdx.data.meta import MetaSchema, encode_meta
 from dermdx.decision import (
     AbstentionConfig,
     balanced_accuracy_at_coverage,
@@ -43,7 +40,6 @@ from dermdx.decision import (
 )
 from dermdx.inference import Predictor
 from dermdx.metrics import balanced_accuracy, expected_calibration_error
-from dermdx.models import run_model
 from dermdx.reporting import plot_reliability
 
 # Bounds on T: beyond them the validation set is separable or degenerate, not informative.
@@ -145,22 +141,12 @@ def negative_log_likelihood(logits: Any, labels: Any, temperature: float = 1.0) 
     return float(F.cross_entropy(z / float(temperature), y))
 
 
-@torch.no_grad()
 def predict_logits(predictor: Predictor, manifest: Manifest) -> np.ndarray:
     """Raw logits ``[N, C]`` of the predictor's model for every row (one view, no temperature).
 
     Every image must be readable: a calibration set never skips a row.
     """
-    meta = None
-    if predictor.info.meta_schema is not None:
-        meta = encode_meta(manifest.frame, MetaSchema.from_dict(predictor.info.meta_schema))
-    dataset = ImageDataset(manifest, predictor.transform, None, meta=meta)
-    loader = DataLoader(dataset, batch_size=predictor.batch_size, num_workers=predictor.num_workers)
-    out = []
-    for batch in loader:
-        images = batch["image"].contiguous(memory_format=torch.channels_last)
-        out.append(run_model(predictor.model, images, batch.get("meta")).float().numpy())
-    return np.concatenate(out).astype(np.float64)
+    return predictor.predict_logits(manifest)
 
 
 def selection_rows(config: RunConfig, info: ModelInfo) -> Manifest:

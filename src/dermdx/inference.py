@@ -104,12 +104,7 @@ class Predictor:
             continue_on_error: if False (default) the first unreadable image raises, naming it; if
                 True unreadable images are left out of ``probs`` and listed in ``errors``.
         """
-        meta = None
-        if self.info.meta_schema is not None:
-            # Rows without metadata encode as "nothing known", which the model was trained to accept.
-            meta = encode_meta(manifest.frame, MetaSchema.from_dict(self.info.meta_schema))
-        dataset = ImageDataset(manifest, self.transform, None, record_errors=continue_on_error, image_size=self.info.preprocess.image_size, meta=meta)
-        loader = DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
+        loader = self._loader(manifest, continue_on_error=continue_on_error)
         probs, ids, paths, errors = [], [], [], {}
         all_paths = [str(p) for p in manifest.paths()]
         for batch in tqdm(loader, desc="predict", disable=not progress, dynamic_ncols=True):
@@ -127,6 +122,27 @@ class Predictor:
         stacked = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)), dtype=np.float32)
         return Predictions(ids, paths, stacked.astype(np.float64), self.classes, errors)
 
+
+    @torch.no_grad()
+    def predict_logits(self, manifest: Manifest) -> np.ndarray:
+        """Raw logits ``[N, C]`` for every row: one view, no temperature or offsets (for fitting them).
+
+        Every image must be readable: the first unreadable one raises, naming it.
+        """
+        out = []
+        for batch in self._loader(manifest, continue_on_error=False):
+            images = batch["image"].contiguous(memory_format=torch.channels_last)
+            out.append(run_model(self.model, images, batch.get("meta")).float().numpy())
+        return np.concatenate(out).astype(np.float64) if out else np.zeros((0, len(self.classes)))
+
+    def _loader(self, manifest: Manifest, *, continue_on_error: bool) -> DataLoader:
+        """Batches of the model's preprocessing of ``manifest``, with encoded metadata for fusion models."""
+        meta = None
+        if self.info.meta_schema is not None:
+            # Rows without metadata encode as "nothing known", which the model was trained to accept.
+            meta = encode_meta(manifest.frame, MetaSchema.from_dict(self.info.meta_schema))
+        dataset = ImageDataset(manifest, self.transform, None, record_errors=continue_on_error, image_size=self.info.preprocess.image_size, meta=meta)
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
 
     def _probs(self, images: torch.Tensor, meta: torch.Tensor | None) -> torch.Tensor:
         """Softmax probabilities, averaged over the test-time augmentation views."""
