@@ -108,3 +108,15 @@ def test_tta_views_average_and_d4_is_rotation_invariant(isic_model_file, image_d
 def test_unknown_tta_is_named(isic_model_file) -> None:
     with pytest.raises(ValueError, match="unknown test-time augmentation 'd8'"):
         Predictor.from_checkpoint(isic_model_file, tta="d8")
+
+
+def test_features_are_the_input_of_the_classifier(isic_model_file, image_dir) -> None:
+    import torch
+
+    predictor = Predictor.from_checkpoint(isic_model_file, batch_size=2)
+    manifest = read_images([image_dir])
+    features = predictor.predict_features(manifest)
+    assert features.shape[0] == 5 and features.ndim == 2
+    classifier = predictor.model.get_classifier()
+    logits = classifier(torch.from_numpy(features)).numpy()
+    assert np.allclose(logits, predictor.predict_logits(manifest), atol=1e-4)

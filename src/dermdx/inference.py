@@ -18,7 +18,7 @@ from dermdx.data.dataset import ImageDataset
 from dermdx.data.manifest import Manifest
 from dermdx.data.meta import MetaSchema, encode_meta
 from dermdx.data.transforms import build_transform
-from dermdx.models import run_model
+from dermdx.models import pooled_features, run_model
 
 OUTPUT_FORMATS = ("dermdx", "isic2018")
 # Test-time augmentation: (quarter turns, horizontal flip) per view. Dermoscopic images have no
@@ -134,6 +134,20 @@ class Predictor:
             images = batch["image"].contiguous(memory_format=torch.channels_last)
             out.append(run_model(self.model, images, batch.get("meta")).float().numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros((0, len(self.classes)))
+
+    @torch.no_grad()
+    def predict_features(self, manifest: Manifest, *, progress: bool = False) -> np.ndarray:
+        """Pooled backbone features ``[N, D]`` for every row (one view), the input of the add-on heads.
+
+        Needs a PyTorch model. Every image must be readable: the first unreadable one raises, naming it.
+        """
+        if not isinstance(self.model, nn.Module):
+            raise ValueError("features need the PyTorch model; an ONNX export only gives probabilities")
+        out = []
+        for batch in tqdm(self._loader(manifest, continue_on_error=False), desc="features", disable=not progress, dynamic_ncols=True):
+            images = batch["image"].contiguous(memory_format=torch.channels_last)
+            out.append(pooled_features(self.model, images).float().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
     def _loader(self, manifest: Manifest, *, continue_on_error: bool) -> DataLoader:
         """Batches of the model's preprocessing of ``manifest``, with encoded metadata for fusion models."""

@@ -66,3 +66,16 @@ def run_model(model: nn.Module, image: torch.Tensor, meta: torch.Tensor | None =
     if not isinstance(model, FusionClassifier):
         raise ValueError("metadata was given, but this model does not use metadata (it was trained on images only)")
     return model(image, meta)
+
+
+def pooled_features(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """The backbone's pooled image features ``[N, D]`` (before the classifier), for heads built on them.
+
+    Concept, staging, management and out-of-distribution heads reuse what the diagnosis model
+    already computes instead of training a second backbone; metadata is not part of these features.
+    """
+    if isinstance(model, FusionClassifier):
+        return model.image_features(image)
+    if not hasattr(model, "forward_head"):
+        raise ValueError(f"{type(model).__name__} has no forward_head; pooled features need a timm backbone or a dermdx fusion model")
+    return model.forward_head(model.forward_features(image), pre_logits=True)
