@@ -118,5 +118,6 @@ def test_features_are_the_input_of_the_classifier(isic_model_file, image_dir) ->
     features = predictor.predict_features(manifest)
     assert features.shape[0] == 5 and features.ndim == 2
     classifier = predictor.model.get_classifier()
-    logits = classifier(torch.from_numpy(features)).numpy()
+    with torch.no_grad():
+        logits = classifier(torch.from_numpy(features)).numpy()
     assert np.allclose(logits, predictor.predict_logits(manifest), atol=1e-4)
