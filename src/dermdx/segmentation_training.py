@@ -45,7 +45,7 @@ class SegmentationTrainConfig:
     decoder_channels: tuple[int, ...] = DEFAULT_DECODER_CHANNELS
     pretrained: bool = True
     image_size: int = 160
-    epochs: int = 30
+    epochs: int = 25
     batch_size: int = 8
     lr: float = 1e-3
     weight_decay: float = 1e-4
