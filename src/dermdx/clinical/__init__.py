@@ -9,7 +9,12 @@
 """
 
 from dermdx.clinical.heads import ClinicalHeads
-from dermdx.clinical.knowledge import NEXT_STEPS, TRIAGE_LEVELS, KnowledgeBase, load_knowledge
+from dermdx.clinical.knowledge import (
+    NEXT_STEPS,
+    TRIAGE_LEVELS,
+    KnowledgeBase,
+    load_knowledge,
+)
 from dermdx.clinical.recommend import recommend
 
-__all__ = ["ClinicalHeads", "KnowledgeBase", "NEXT_STEPS", "TRIAGE_LEVELS", "load_knowledge", "recommend"]
+__all__ = ["NEXT_STEPS", "TRIAGE_LEVELS", "ClinicalHeads", "KnowledgeBase", "load_knowledge", "recommend"]

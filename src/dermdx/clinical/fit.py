@@ -61,7 +61,7 @@ def fit_linear(
         "C": float(search.best_params_["logisticregression__C"]),
         "cv_score": float(search.best_score_),
         "scoring": scoring,
-        "n": int(len(y)),
+        "n": len(y),
         "class_counts": np.bincount(y).tolist(),
     }
     return w, b, info
@@ -113,3 +113,38 @@ def fit_clinical_heads(
     steps.update()
     steps.close()
     return ClinicalHeads(heads, classifier_sha256, record={"fit": info})
+
+
+def derm7pt_targets(frame: Any, source: str = "Derm7pt") -> dict[str, np.ndarray]:
+    """Everything the heads learn from and are judged on, from ``read_derm7pt(...).frame``.
+
+    Returns:
+        ``criteria`` [N, 7], ``thickness`` [N] (-1 if none), ``management`` [N], ``groups`` [N]
+        (case ids), ``split`` [N] (official train / valid) and ``melanoma`` [N] (diag5 == MEL,
+        metastases included).
+
+    Raises:
+        ValueError: a split value other than train / valid, a case in both splits, or bad labels.
+    """
+    from dermdx.clinical.checklist import (
+        derm7pt_criteria,
+        derm7pt_management,
+        derm7pt_thickness,
+    )
+
+    split = frame["split"].to_numpy().astype(str)
+    bad = sorted(set(split) - {"train", "valid"})
+    if bad:
+        raise ValueError(f"{source}: split values {bad} are not 'train' or 'valid'")
+    groups = frame["patient_id"].to_numpy().astype(str)
+    shared = set(groups[split == "train"]) & set(groups[split == "valid"])
+    if shared:
+        raise ValueError(f"{source}: cases {sorted(shared)[:5]} ({len(shared)} in all) are in both the train and valid splits")
+    return {
+        "criteria": derm7pt_criteria(frame, source),
+        "thickness": derm7pt_thickness(frame),
+        "management": derm7pt_management(frame, source),
+        "groups": groups,
+        "split": split,
+        "melanoma": (frame["label"].str.lower() == "mel").to_numpy().astype(int),
+    }

@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from dermdx.checkpoint import file_sha256
-from dermdx.clinical.checklist import CRITERIA, CRITERION_NAMES, MANAGEMENT_CLASSES, SEVEN_POINT_CUTOFF, THICKNESS_CATEGORIES, WEIGHTS
+from dermdx.clinical.checklist import (
+    CRITERIA,
+    CRITERION_NAMES,
+    MANAGEMENT_CLASSES,
+    SEVEN_POINT_CUTOFF,
+    THICKNESS_CATEGORIES,
+    WEIGHTS,
+)
 from dermdx.clinical.ordinal import category_probs, median_category, monotone
 
 HEADS_FORMAT = "dermdx-clinical-heads/1"

@@ -18,7 +18,7 @@ import difflib
 import hashlib
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +124,26 @@ class KnowledgeBase:
     def cite(self, source_ids: tuple[str, ...]) -> list[str]:
         return [self.sources[s] for s in source_ids]
 
+    def with_thresholds(self, **changes: float) -> KnowledgeBase:
+        """A copy with some thresholds changed (and the rules that name them updated), validated as on load.
+
+        Example:
+            >>> strict = KnowledgeBase.default().with_thresholds(suspected_melanoma_probability=0.1)
+        """
+        check = _Checker(Path(self.path))
+        for name, value in changes.items():
+            if name not in self.thresholds:
+                check.fail(f"threshold {name!r}", f"unknown{_did_you_mean(name, self.thresholds)}; known: {sorted(self.thresholds)}")
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                check.fail(f"threshold {name!r}", f"expected a number, got {value!r}")
+        thresholds = {**self.thresholds, **{k: float(v) for k, v in changes.items()}}
+        _check_required(thresholds, check)
+        rules = tuple(
+            replace(r, when=tuple(replace(c, value=thresholds[c.threshold]) if c.threshold else c for c in r.when)) for r in self.rules
+        )
+        note = ", ".join(f"{k}={v}" for k, v in changes.items())
+        return replace(self, thresholds=thresholds, rules=rules, path=f"{self.path} (changed: {note})" if changes else self.path)
+
 
 class _Checker:
     """Raises ValueError with the file and the place in it."""
@@ -188,12 +208,16 @@ def _thresholds(raw: Any, check: _Checker) -> dict[str, float]:
         if name in FIELDS:
             check.fail(f"threshold {name!r}", "has the name of a fact; rename it (e.g. add '_threshold') so rules and reasons stay unambiguous")
         out[str(name)] = float(value)
-    for name, (low, high, why) in REQUIRED_THRESHOLDS.items():
-        if name not in out:
-            check.fail("thresholds", f"missing {name!r}: the melanoma safety rule needs it")
-        if not low < out[name] <= high:
-            check.fail(f"threshold {name!r}", f"{out[name]} is outside ({low}, {high}]: {why}")
+    _check_required(out, check)
     return out
+
+
+def _check_required(thresholds: dict[str, float], check: _Checker) -> None:
+    for name, (low, high, why) in REQUIRED_THRESHOLDS.items():
+        if name not in thresholds:
+            check.fail("thresholds", f"missing {name!r}: the melanoma safety rule needs it")
+        if not low < thresholds[name] <= high:
+            check.fail(f"threshold {name!r}", f"{thresholds[name]} is outside ({low}, {high}]: {why}")
 
 
 def _sources(raw: Any, check: _Checker) -> dict[str, str]:
