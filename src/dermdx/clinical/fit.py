@@ -9,6 +9,13 @@ unweighted, so that their cumulative probabilities stay estimates of P(thicker t
 the median band is meaningful. Standardisation is folded into the linear weights afterwards, so
 the shipped heads need numpy only.
 
+The chosen C is small (strong regularisation), which ranks cases well but squeezes every
+probability towards 0.5, so a shown "probability 0.51" would mean little. Each binary head is
+therefore Platt-scaled: a one-feature logistic regression, with the head's own class weighting, on
+its out-of-fold decision values over the same folds. It is a positive affine map of the logit,
+folded into the weights: the ranking (AUC) is unchanged, the probabilities spread to what the
+out-of-fold data support, and for the balanced heads 0.5 stays a balanced operating point.
+
 Folds are grouped by case (``StratifiedGroupKFold``): in Derm7pt one case is one lesion and one
 patient, so the grouping guards against a second image of a lesion, should one be added later.
 """
@@ -39,20 +46,23 @@ def _folds(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> list[
 def fit_linear(
     x: np.ndarray, y: np.ndarray, groups: np.ndarray, *, balanced: bool, scoring: str, n_splits: int = 5, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """One standardised logistic regression, C chosen from :data:`C_GRID` by grouped CV, refitted on all rows.
+    """One standardised logistic regression, C chosen from :data:`C_GRID` by grouped CV, refitted on all rows, Platt-scaled if binary.
 
     Returns:
         ``(W [K, D], b [K], info)`` on raw features (K = 1 for binary targets, else one row per
-        class), and ``info`` = ``{"C", "cv_score", "scoring", "n", "class_counts"}``.
+        class), and ``info`` = ``{"C", "cv_score", "scoring", "n", "class_counts"}`` plus ``"platt"``
+        (slope, offset, applied) for binary targets.
     """
+    from sklearn.base import clone
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV
+    from sklearn.model_selection import GridSearchCV, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     y = np.asarray(y).astype(int)
     model = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced" if balanced else None, max_iter=5000))
-    search = GridSearchCV(model, {"logisticregression__C": list(C_GRID)}, scoring=scoring, cv=_folds(y, groups, n_splits, seed), n_jobs=1)
+    folds = _folds(y, groups, n_splits, seed)
+    search = GridSearchCV(model, {"logisticregression__C": list(C_GRID)}, scoring=scoring, cv=folds, n_jobs=1)
     search.fit(x, y)
     scaler, logistic = search.best_estimator_[0], search.best_estimator_[1]
     w = logistic.coef_ / scaler.scale_[None, :]
@@ -64,6 +74,14 @@ def fit_linear(
         "n": len(y),
         "class_counts": np.bincount(y).tolist(),
     }
+    if w.shape[0] == 1:
+        oof = cross_val_predict(clone(search.best_estimator_), x, y, cv=folds, method="decision_function")
+        platt = LogisticRegression(C=1e4, class_weight="balanced" if balanced else None, max_iter=1000).fit(oof[:, None], y)
+        slope, offset = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+        # A non-positive slope means the out-of-fold logits carry no usable signal: keep the raw head.
+        if slope > 0:
+            w, b = slope * w, slope * b + offset
+        info["platt"] = {"slope": slope, "offset": offset, "applied": slope > 0}
     return w, b, info
 
 

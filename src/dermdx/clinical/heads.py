@@ -65,7 +65,8 @@ class ClinicalHeads:
         weights: ``{"concepts" | "thickness" | "management": (W, b)}``; W maps raw pooled features.
         classifier_sha256: SHA-256 of the classifier whose features the heads were fitted on.
         concept_threshold: probability at which a criterion counts as present (0.5: the heads are
-            fitted with balanced class weights, so 0.5 is their balanced operating point).
+            fitted and Platt-scaled with balanced class weights, so 0.5 is their balanced
+            operating point; their probabilities are on that balanced prior, not Derm7pt's).
         record: how they were fitted (data, C values, figures); written to the JSON record.
     """
 

@@ -115,7 +115,10 @@ def explain(facts: Mapping[str, Any], clinical: Mapping[str, Any] | None, triage
     parts.append(f"The classifier's melanoma probability is {facts['p_mel']:.2f}" + (" and it was unsure of its answer." if facts["abstained"] else "."))
     if melanoma_why and clinical is not None:
         band = clinical["thickness"]["category"]
-        parts.append(f"If this is a melanoma, the image's most likely thickness band is {band} (a rough estimate; only histology measures thickness).")
+        parts.append(
+            f"If this is a melanoma, the thickness heads' most likely band is {band}; treat it as a guess: on Derm7pt validation "
+            "it did no better than always naming the commonest band, and only histology measures thickness."
+        )
     parts.append(f"Advice: {triage}; next step: {next_step}.")
     return " ".join(parts)
 
