@@ -40,12 +40,28 @@ def preprocess(path: str, settings: dict) -> np.ndarray:
     return x.transpose(2, 0, 1)[None]
 
 
+def nothing_known(schema: dict) -> np.ndarray:
+    """The ``meta`` input of a model that fuses patient metadata, when age, sex and site are unknown.
+
+    Layout (dermdx.data.meta.encode_meta): age_z, age_missing, male, female, sex_missing, one
+    column per site in ``schema["sites"]``, site_missing. A caller with patient data sets age_z to
+    (age - age_mean) / age_std and the one-hot columns instead of the *_missing flags.
+    """
+    vector = np.zeros((1, 2 + 2 + 1 + len(schema["sites"]) + 1), np.float32)
+    vector[0, [1, 4, -1]] = 1.0
+    return vector
+
+
 def main(model_path: str, images: list[str]) -> None:
     session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
     info = json.loads(session.get_modelmeta().custom_metadata_map["dermdx"])
     classes = info["classes"]
+    takes_meta = [i.name for i in session.get_inputs()] == ["image", "meta"]
     for path in images:
-        (logits,) = session.run(["logits"], {"image": preprocess(path, info["preprocess"])})
+        feeds = {"image": preprocess(path, info["preprocess"])}
+        if takes_meta:
+            feeds["meta"] = nothing_known(info["meta_schema"])
+        (logits,) = session.run(["logits"], feeds)
         exp = np.exp(logits[0] - logits[0].max())
         probs = exp / exp.sum()
         ranked = sorted(zip(classes, probs), key=lambda item: -item[1])

@@ -62,7 +62,14 @@ def learnable_folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_run_config(learnable_folder: Path, tmp_path: Path):
     """A RunConfig that trains timm's tiny ``test_efficientnet_gn`` (GroupNorm: BatchNorm running stats do not settle in 18 steps) for 2 epochs on ``learnable_folder``."""
-    from dermdx.config import DataConfig, ModelConfig, PreprocessConfig, RunConfig, SplitConfig, TrainConfig
+    from dermdx.config import (
+        DataConfig,
+        ModelConfig,
+        PreprocessConfig,
+        RunConfig,
+        SplitConfig,
+        TrainConfig,
+    )
 
     return RunConfig(
         output_dir=str(tmp_path / "run"),
@@ -91,3 +98,24 @@ def isic_model_file(tmp_path: Path) -> Path:
     path = tmp_path / "model.safetensors"
     save_model(path, model, info)
     return path
+
+
+@pytest.fixture
+def fusion_model_file(tmp_path: Path) -> Path:
+    """An untrained tiny MetaBlock model with a metadata schema, saved as a dermdx model file."""
+    import torch
+
+    from dermdx.checkpoint import ModelInfo, save_model
+    from dermdx.config import ISIC2018_CLASSES, PreprocessConfig
+    from dermdx.data.meta import MetaSchema, missing_meta
+    from dermdx.models import create_model
+
+    torch.manual_seed(0)
+    schema = MetaSchema(age_mean=50.0, age_std=20.0, sites=["back", "face"])
+    kwargs = {"meta_dim": schema.dim, "fusion": "metablock"}
+    model = create_model("test_efficientnet", num_classes=7, **kwargs)
+    model.set_absent_meta(torch.from_numpy(missing_meta(schema)[0]))
+    info = ModelInfo(model_name="test_efficientnet", classes=sorted(ISIC2018_CLASSES), preprocess=PreprocessConfig(image_size=32),
+                     model_kwargs=kwargs, meta_schema=schema.to_dict())
+    save_model(tmp_path / "fusion.safetensors", model.eval(), info)
+    return tmp_path / "fusion.safetensors"

@@ -10,13 +10,13 @@ import torch
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
-from dermdx import export as export_module  # noqa: E402
-from dermdx.checkpoint import file_sha256, read_info  # noqa: E402
-from dermdx.cli import main  # noqa: E402
-from dermdx.data.adapters import read_images  # noqa: E402
-from dermdx.export import ExportReport, export_onnx  # noqa: E402
-from dermdx.inference import Predictor  # noqa: E402
-from dermdx.onnx_backend import OnnxModel  # noqa: E402
+from dermdx import export as export_module
+from dermdx.checkpoint import file_sha256, read_info
+from dermdx.cli import main
+from dermdx.data.adapters import read_images
+from dermdx.export import ExportReport, export_onnx
+from dermdx.inference import Predictor
+from dermdx.onnx_backend import OnnxModel
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def test_onnx_without_dermdx_metadata_is_refused(tmp_path) -> None:
 
 def test_parity_failure_deletes_the_file_and_reports_figures(isic_model_file, tmp_path, monkeypatch) -> None:
     original = export_module._reference_logits
-    monkeypatch.setattr(export_module, "_reference_logits", lambda model, inputs: original(model, inputs) + 0.01)
+    monkeypatch.setattr(export_module, "_reference_logits", lambda model, inputs, meta=None: original(model, inputs, meta) + 0.01)
     out = tmp_path / "model.onnx"
     with pytest.raises(ValueError, match=r"failed the parity check on 4 inputs: max \|logit diff\| 1\.0\d*e-02"):
         export_onnx(isic_model_file, out)
@@ -129,3 +129,29 @@ def test_cli_backend_and_model_file_must_match(isic_model_file, image_dir, tmp_p
     onnx_path.write_bytes(b"x")
     assert main(["predict", str(image_dir), "--model", str(onnx_path), "--out", str(tmp_path / "p.csv")]) == 2
     assert "is an ONNX file; add --backend onnx" in capsys.readouterr().err
+
+
+def test_fusion_model_exports_with_a_meta_input_that_matches_pytorch(fusion_model_file, image_dir, tmp_path) -> None:
+    report = export_onnx(fusion_model_file, tmp_path / "fusion.onnx", parity_images=[image_dir])
+    assert report.max_abs_logit_diff < 1e-4 and report.top1_agreement == 1.0
+    onnx_model = OnnxModel(report.path)
+    assert [i.name for i in onnx_model.session.get_inputs()] == ["image", "meta"] and onnx_model.accepts_meta
+    manifest = read_images([image_dir])
+    manifest.frame["age"] = [30.0, 70.0, np.nan, 45.0, 85.0]
+    manifest.frame["sex"] = ["male", "female", "", "female", "male"]
+    manifest.frame["site"] = ["back", "face", "", "ear", "back"]
+    expected = Predictor.from_checkpoint(fusion_model_file).predict_manifest(manifest, progress=False)
+    actual = Predictor.from_onnx(report.path).predict_manifest(manifest, progress=False)
+    assert np.allclose(actual.probs, expected.probs, atol=1e-5)
+    # Metadata changes the answer, so the second input is really used.
+    manifest.frame[["age", "sex", "site"]] = [np.nan, "", ""]
+    blank = Predictor.from_onnx(report.path).predict_manifest(manifest, progress=False)
+    assert not np.allclose(blank.probs, actual.probs, atol=1e-4)
+    image = torch.zeros(2, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"meta must have shape \(2, "):
+        onnx_model(image, torch.zeros(2, 3))
+
+
+def test_image_only_onnx_refuses_metadata(onnx_file) -> None:
+    with pytest.raises(ValueError, match="does not use metadata"):
+        OnnxModel(onnx_file)(torch.zeros(1, 3, 32, 32), torch.zeros(1, 4))

@@ -1,8 +1,9 @@
 """Export a dermdx model file to ONNX, checked against PyTorch before it is kept.
 
 ``export_onnx`` writes a ``.onnx`` whose ``metadata_props`` carry the dermdx model description
-(classes, preprocessing, model name, source SHA-256), so the file describes itself like the
-``.safetensors`` it came from. The same preprocessed inputs then go through PyTorch and ONNX
+(classes, preprocessing, model name, metadata schema, source SHA-256), so the file describes itself
+like the ``.safetensors`` it came from. A model that fuses patient metadata gets a second input,
+``meta`` (the schema's encoding, ``dermdx.data.meta.encode_meta``). The same preprocessed inputs then go through PyTorch and ONNX
 Runtime; a file that disagrees is deleted rather than left for someone to deploy.
 """
 
@@ -19,7 +20,13 @@ import torch
 from torch import nn
 
 from dermdx.checkpoint import ModelInfo, file_sha256, load_model
-from dermdx.onnx_backend import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, OnnxModel
+from dermdx.onnx_backend import (
+    INPUT_NAME,
+    META_INPUT_NAME,
+    METADATA_KEY,
+    OUTPUT_NAME,
+    OnnxModel,
+)
 
 N_RANDOM_INPUTS = 4
 CHUNK = 16
@@ -92,12 +99,10 @@ def export_onnx(
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be a non-negative number, got {tolerance}")
     model, info = load_model(model_path)
-    if info.meta_schema is not None:
-        # The exported graph would take images only and silently use the "no metadata" encoding.
-        raise ValueError(f"{model_path} fuses patient metadata; ONNX export supports image-only models so far (a second 'meta' input is a later step)")
     inputs = _parity_inputs(info, parity_images)
+    meta = _parity_meta(info, len(inputs))
 
-    proto = onnx.load_from_string(_export_bytes(model, info.preprocess.image_size, opset))
+    proto = onnx.load_from_string(_export_bytes(model, info.preprocess.image_size, opset, meta_dim=None if meta is None else meta.shape[1]))
     payload = json.loads(info.to_json())
     payload["source_sha256"] = file_sha256(model_path)
     entry = proto.metadata_props.add()
@@ -107,7 +112,7 @@ def export_onnx(
     tmp = out_path.with_name(out_path.name + ".tmp")
     try:
         onnx.save(proto, str(tmp))
-        logit_diff, prob_diff, agreement = _parity(model, OnnxModel(tmp), inputs)
+        logit_diff, prob_diff, agreement = _parity(model, OnnxModel(tmp), inputs, meta)
         # Written as 'not (ok)' so that NaN figures fail too.
         if not (logit_diff <= tolerance and prob_diff <= tolerance and agreement >= 1.0):
             raise ValueError(
@@ -121,8 +126,17 @@ def export_onnx(
     return ExportReport(out_path, out_path.stat().st_size, logit_diff, prob_diff, agreement, len(inputs))
 
 
-def _export_bytes(model: nn.Module, image_size: int, opset: int) -> bytes:
+def _export_bytes(model: nn.Module, image_size: int, opset: int, *, meta_dim: int | None = None) -> bytes:
+    """The ONNX graph: input ``image`` (and ``meta`` for a fusion model), output ``logits``, dynamic batch."""
     buffer = io.BytesIO()
+    model = _with_static_padding(model, image_size, meta_dim)
+    args: tuple[torch.Tensor, ...] = (torch.zeros(1, 3, image_size, image_size),)
+    names = [INPUT_NAME]
+    if meta_dim is not None:
+        # The metadata is a second named input, so a caller with patient data passes it and one
+        # without passes the schema's all-missing encoding (OnnxModel does that for it).
+        args += (torch.zeros(1, meta_dim),)
+        names.append(META_INPUT_NAME)
     # The legacy TorchScript exporter (dynamo=False): the torch.export-based default of torch >= 2.9
     # needs the onnxscript package, which is neither in the [onnx] extra nor installed here (it fails
     # with ModuleNotFoundError), while the legacy exporter handles timm's EfficientNets with a dynamic
@@ -132,17 +146,99 @@ def _export_bytes(model: nn.Module, image_size: int, opset: int) -> bytes:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export", category=DeprecationWarning)
         warnings.filterwarnings("ignore", message="The feature will be removed", category=DeprecationWarning)
+        # The constant padding's Slice has step -1, which torch's folder skips; ONNX Runtime folds it.
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1", category=UserWarning)
         torch.onnx.export(
             model,
-            (torch.zeros(1, 3, image_size, image_size),),
+            args,
             buffer,
-            input_names=[INPUT_NAME],
+            input_names=names,
             output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            dynamic_axes={**{name: {0: "batch"} for name in names}, OUTPUT_NAME: {0: "batch"}},
             opset_version=opset,
             dynamo=False,
         )
     return buffer.getvalue()
+
+
+class _StaticSamePadConv(nn.Module):
+    """A timm ``Conv2dSame`` with its TF "same" padding fixed for one input size.
+
+    ``Conv2dSame`` computes its (possibly asymmetric) padding from the input's shape at run time,
+    which the exporter turns into a Shape/Gather/Ceil/Pad subgraph per strided conv. The image size
+    of a dermdx model is fixed, so the padding is a constant: exported as one constant ``Pad``
+    (which ONNX Runtime folds into the Conv), the graph is smaller and quantises cleanly. Same
+    weights (shared, not copied), same outputs at that size.
+    """
+
+    def __init__(self, conv: nn.Conv2d, pad: list[int]) -> None:
+        super().__init__()
+        self.conv = conv
+        self.pad = tuple(int(p) for p in pad)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv
+        return torch.nn.functional.conv2d(torch.nn.functional.pad(x, self.pad), c.weight, c.bias, c.stride, 0, c.dilation, c.groups)
+
+
+@torch.no_grad()
+def _with_static_padding(model: nn.Module, image_size: int, meta_dim: int | None) -> nn.Module:
+    """A shallow copy of ``model`` whose ``Conv2dSame`` layers pad by constants for ``image_size`` inputs."""
+    import copy
+
+    from timm.layers.conv2d_same import Conv2dSame
+    from timm.layers.padding import pad_same_arg
+
+    sizes: dict[str, tuple[int, int]] = {}
+    hooks = [
+        module.register_forward_pre_hook(lambda _m, args, name=name: sizes.__setitem__(name, tuple(args[0].shape[-2:])))
+        for name, module in model.named_modules() if isinstance(module, Conv2dSame)
+    ]
+    try:
+        example = (torch.zeros(1, 3, image_size, image_size),) + (() if meta_dim is None else (torch.zeros(1, meta_dim),))
+        model(*example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if not sizes:
+        return model
+    static = copy.copy(model)
+    static._modules = dict(model._modules)  # new containers down to each replaced conv; weights shared
+    for name, size in sizes.items():
+        conv = model.get_submodule(name)
+        parent_name, _, child = name.rpartition(".")
+        parent = static
+        for part in parent_name.split(".") if parent_name else []:
+            original = parent._modules[part]
+            replacement = copy.copy(original)
+            replacement._modules = dict(original._modules)
+            parent._modules[part] = replacement
+            parent = replacement
+        parent._modules[child] = _StaticSamePadConv(conv, pad_same_arg(list(size), conv.kernel_size, conv.stride, conv.dilation))
+    return static
+
+
+def _parity_meta(info: ModelInfo, n: int) -> torch.Tensor | None:
+    """Metadata encodings for the parity check of a fusion model: all-missing rows and seeded patients.
+
+    None for an image-only model. Half the rows say "nothing known", the rest are random ages,
+    sexes and body sites from the model's schema, so both paths through the head are compared.
+    """
+    if info.meta_schema is None:
+        return None
+    import pandas as pd
+
+    from dermdx.data.meta import SEXES, MetaSchema, encode_meta
+
+    schema = MetaSchema.from_dict(info.meta_schema)
+    rng = np.random.default_rng(0)
+    known = np.arange(n) % 2 == 1
+    frame = pd.DataFrame({
+        "age": np.where(known, rng.integers(5, 90, n).astype(float), np.nan),
+        "sex": [str(rng.choice(SEXES)) if k else "" for k in known],
+        "site": [str(rng.choice(schema.sites)) if k and schema.sites else "" for k in known],
+    })
+    return torch.from_numpy(encode_meta(frame, schema))
 
 
 def _parity_inputs(info: ModelInfo, images: list[Path] | None) -> torch.Tensor:
@@ -159,15 +255,20 @@ def _parity_inputs(info: ModelInfo, images: list[Path] | None) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _reference_logits(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    return torch.cat([model(chunk) for chunk in inputs.split(CHUNK)]).float()
+def _reference_logits(model: nn.Module, inputs: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
+    if meta is None:
+        return torch.cat([model(chunk) for chunk in inputs.split(CHUNK)]).float()
+    return torch.cat([model(chunk, m) for chunk, m in zip(inputs.split(CHUNK), meta.split(CHUNK), strict=True)]).float()
 
 
-def _parity(model: nn.Module, onnx_model: OnnxModel, inputs: torch.Tensor) -> tuple[float, float, float]:
+def _parity(model: nn.Module, onnx_model: OnnxModel, inputs: torch.Tensor, meta: torch.Tensor | None = None) -> tuple[float, float, float]:
     """Max |logit diff|, max |prob diff| and top-1 agreement of ONNX Runtime against PyTorch."""
-    expected = _reference_logits(model, inputs)
+    expected = _reference_logits(model, inputs, meta)
     # Batches of up to CHUNK also exercise the dynamic batch axis.
-    actual = torch.cat([onnx_model(chunk) for chunk in inputs.split(CHUNK)]).float()
+    if meta is None:
+        actual = torch.cat([onnx_model(chunk) for chunk in inputs.split(CHUNK)]).float()
+    else:
+        actual = torch.cat([onnx_model(chunk, m) for chunk, m in zip(inputs.split(CHUNK), meta.split(CHUNK), strict=True)]).float()
     logit_diff = float((expected - actual).abs().max())
     prob_diff = float((expected.softmax(dim=1) - actual.softmax(dim=1)).abs().max())
     agreement = float(np.mean((expected.argmax(dim=1) == actual.argmax(dim=1)).numpy()))

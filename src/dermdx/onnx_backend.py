@@ -20,6 +20,7 @@ from dermdx.checkpoint import ModelInfo
 
 METADATA_KEY = "dermdx"
 INPUT_NAME = "image"
+META_INPUT_NAME = "meta"
 OUTPUT_NAME = "logits"
 
 
@@ -77,8 +78,19 @@ class OnnxModel:
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"{self.path}: unreadable dermdx metadata ({error!r}); export it again with dermdx export") from error
         inputs = [i.name for i in self.session.get_inputs()]
-        if inputs != [INPUT_NAME]:
-            raise ValueError(f"{self.path}: inputs {inputs}, expected only {INPUT_NAME!r}; export it again with dermdx export")
+        expected = [INPUT_NAME] if self.info.meta_schema is None else [INPUT_NAME, META_INPUT_NAME]
+        if inputs != expected:
+            raise ValueError(f"{self.path}: inputs {inputs}, expected {expected} for this model; export it again with dermdx export")
+        self.absent_meta: np.ndarray | None = None
+        if self.info.meta_schema is not None:
+            from dermdx.data.meta import MetaSchema, missing_meta
+
+            self.absent_meta = missing_meta(MetaSchema.from_dict(self.info.meta_schema))[0]
+
+    @property
+    def accepts_meta(self) -> bool:
+        """True for an exported fusion model (second input ``meta``)."""
+        return self.absent_meta is not None
 
     @property
     def image_size(self) -> int:
@@ -88,11 +100,16 @@ class OnnxModel:
         """No-op; there so :class:`Predictor` can treat this like an ``nn.Module``."""
         return self
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (N, classes) for a normalised float batch (N, 3, size, size).
 
+        Args:
+            meta: (N, schema dim) metadata encodings for a fusion model; None means "nothing
+                known" (the schema's all-missing encoding), like the PyTorch model.
+
         Raises:
-            ValueError: the batch is not (N, 3, image_size, image_size).
+            ValueError: the batch is not (N, 3, image_size, image_size), or metadata of the wrong
+                shape, or metadata for a model that takes none.
         """
         expected = (3, self.image_size, self.image_size)
         if images.ndim != 4 or tuple(images.shape[1:]) != expected:
@@ -101,5 +118,17 @@ class OnnxModel:
                 f"preprocess with build_transform(info.preprocess) (Predictor does) to resize to {self.image_size} px"
             )
         array = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
-        (logits,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: array})
+        feeds = {INPUT_NAME: array}
+        if self.absent_meta is None:
+            if meta is not None:
+                raise ValueError(f"{self.path.name}: metadata was given, but this model does not use metadata (it was trained on images only)")
+        else:
+            if meta is None:
+                values = np.broadcast_to(self.absent_meta, (len(array), len(self.absent_meta)))
+            else:
+                values = meta.detach().cpu().numpy() if isinstance(meta, torch.Tensor) else np.asarray(meta)
+            if values.shape != (len(array), len(self.absent_meta)):
+                raise ValueError(f"{self.path.name}: meta must have shape ({len(array)}, {len(self.absent_meta)}), got {tuple(values.shape)}")
+            feeds[META_INPUT_NAME] = np.ascontiguousarray(values, dtype=np.float32)
+        (logits,) = self.session.run([OUTPUT_NAME], feeds)
         return torch.from_numpy(logits)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dermdx.onnx_backend import INPUT_NAME, METADATA_KEY, OnnxModel
+from dermdx.onnx_backend import INPUT_NAME, META_INPUT_NAME, METADATA_KEY, OnnxModel
 
 CHUNK = 16
 
@@ -61,9 +61,15 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: list
         FileNotFoundError: the model or a calibration path does not exist.
         ValueError: no calibration images, or agreement below ``min_agreement`` (no file written).
     """
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
-
     import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
 
     fp32 = OnnxModel(fp32_path)
     out_path = Path(out_path)
@@ -75,7 +81,10 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: list
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter([{INPUT_NAME: inputs[i : i + 1]} for i in range(len(inputs))])
+            # A fusion model is calibrated with "nothing known" metadata: calibration images come
+            # without patient data, and that is also what most callers will send.
+            extra = {} if fp32.absent_meta is None else {META_INPUT_NAME: fp32.absent_meta[None].astype(np.float32)}
+            self.batches = iter([{INPUT_NAME: inputs[i : i + 1], **extra} for i in range(len(inputs))])
 
         def get_next(self):
             return next(self.batches, None)
@@ -90,7 +99,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calibration: list
         )
         proto = onnx.load(str(quantized))
         payload = json.loads(fp32.session.get_modelmeta().custom_metadata_map[METADATA_KEY])
-        payload["quantization"] = {"kind": "static-qdq-int8", "calibration_images": int(len(inputs))}
+        payload["quantization"] = {"kind": "static-qdq-int8", "calibration_images": len(inputs)}
         del proto.metadata_props[:]
         entry = proto.metadata_props.add()
         entry.key, entry.value = METADATA_KEY, json.dumps(payload)

@@ -60,10 +60,13 @@ class FusionClassifier(nn.Module):
 
 
 def run_model(model: nn.Module, image: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
-    """Logits from an image-only model or a fusion model, with metadata when there is some."""
+    """Logits from an image-only model or a fusion model, with metadata when there is some.
+
+    ``model`` may also be an exported :class:`dermdx.onnx_backend.OnnxModel` (``accepts_meta``).
+    """
     if meta is None:
         return model(image)
-    if not isinstance(model, FusionClassifier):
+    if not (isinstance(model, FusionClassifier) or getattr(model, "accepts_meta", False)):
         raise ValueError("metadata was given, but this model does not use metadata (it was trained on images only)")
     return model(image, meta)
 
