@@ -52,7 +52,7 @@ class QualityConfig:
             green (a*) or blue (b*) cast that no skin shows.
         min_chroma: mean Lab chroma sqrt(a*^2 + b*^2) below which the image is grey: skin under
             a dermoscope is always coloured, so a grey image is a scan, a screenshot or a
-            black-and-white export.
+            black-and-white export (real dermoscopic images reached 2.8, grey ones are below 0.5).
     """
 
     min_side: int = 64
@@ -66,7 +66,7 @@ class QualityConfig:
     max_mean_brightness: float = 230.0
     min_sharpness: float = 0.025
     min_colour_cast: float = -15.0
-    min_chroma: float = 3.0
+    min_chroma: float = 1.5
 
 
 @dataclass
