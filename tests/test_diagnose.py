@@ -8,7 +8,7 @@ import pytest
 from dermdx.checkpoint import file_sha256, read_info, rewrite_info
 from dermdx.cli import main
 from dermdx.decision import MALIGNANT_CLASSES
-from dermdx.diagnosis import FUTURE_SECTIONS, NOT_AVAILABLE, check_patient
+from dermdx.diagnosis import check_patient
 from dermdx.inference import DISCLAIMER
 
 pytest.importorskip("pytorch_grad_cam")
@@ -46,17 +46,25 @@ def test_diagnose_writes_the_report(isic_model_file, lesion, tmp_path: Path, cap
     abst = report["abstention"]
     assert abst["abstain"] is True and abst["decision"] == "refer: uncertain"
     assert abst["reasons"][0].startswith("low confidence") and abst["min_confidence"] == 0.5 and abst["threshold_source"] == "default"
-    assert abst["checks"]["out_of_distribution"] == NOT_AVAILABLE
+    assert abst["checks"]["out_of_distribution"] == "not available" and abst["checks"]["low_confidence"] == "refused"
+    assert abst["checks"]["image_quality"] == "passed" and report["image_quality"]["ok"] is True
 
-    assert report["triage"] is None and report["recommendation"] is None
-    assert set(report["not_available"]) == set(FUTURE_SECTIONS)
+    # An uncertain case is referred, never reassured; the heads fitted on the shipped model's
+    # features do not apply to this one, and the report says so instead of guessing.
+    rec = report["recommendation"]
+    assert report["triage"] == rec["triage"] and rec["triage"] in ("routine referral", "urgent referral")
+    assert rec["next_step"] in ("refer to dermatologist", "excision") and rec["rationale"]
+    assert set(report["not_available"]) == {"out_of_distribution_check", "seven_point_checklist"}
+    assert all("shipped classifier" in why for why in report["not_available"].values())
+    assert report["seven_point_checklist"] is None and report["out_of_distribution"] is None
+    assert report["plain_language_explanation"].startswith("The system does not give a diagnosis")
     assert report["explanation"]["cam_method"] == "gradcam" and report["explanation"]["target_layer"] == "bn2"
     assert report["model"]["name"] == "test_efficientnet" and report["model"]["sha256"] == file_sha256(isic_model_file)
     assert report["disclaimer"] == DISCLAIMER and report["image"]["sha256"] == file_sha256(lesion)
 
     page = (out / "report.html").read_text()
     assert "REFER: UNCERTAIN" in page and DISCLAIMER in page and "data:image/png;base64," in page
-    assert "Not available in this version" in page and 'src="cam_overlay.png"' not in page  # inlined
+    assert "Not available for this model" in page and "Checks before answering" in page and 'src="cam_overlay.png"' not in page  # inlined
     assert "REFER: UNCERTAIN" in stdout and DISCLAIMER in stdout and str(out / "report.html") in stdout
 
 
@@ -167,3 +175,51 @@ def test_metadata_reaches_a_fusion_model(fusion_model_file, lesion, tmp_path: Pa
 def test_image_only_models_record_metadata_without_using_it() -> None:
     assert check_patient(" 54 ", "MALE", "Moon") == {"age": 54.0, "sex": "male", "site": "moon"}
     assert check_patient(None, "", None) == {"age": None, "sex": None, "site": None}
+
+
+def test_a_blank_image_is_refused_for_quality_and_never_reassured(isic_model_file, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    blank = tmp_path / "blank.png"
+    Image.fromarray(np.full((300, 300, 3), 128, dtype=np.uint8)).save(blank)
+    code, stdout, _ = _run(["diagnose", str(blank), "--model", str(isic_model_file), "--out", str(tmp_path / "out"), "--min-confidence", "0.01"], capsys)
+    assert code == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    abst = report["abstention"]
+    # Confident enough by the threshold given, but the image itself is refused.
+    assert abst["checks"]["low_confidence"] == "passed" and abst["checks"]["image_quality"] == "refused"
+    assert abst["abstain"] is True and all(r.startswith("poor image quality: blank") for r in abst["reasons"])
+    assert report["recommendation"]["triage"] != "reassure" and "poor image quality" in stdout
+
+
+def test_full_report_with_the_shipped_model_on_real_images(data_root: Path, tmp_path: Path, capsys) -> None:
+    """Every section with the shipped classifier and add-ons; a clinical photo sent as dermoscopy is refused."""
+    derm7pt = data_root / "derm7pt" / "images"
+    out = tmp_path / "ok"
+    code, stdout, _ = _run(["diagnose", str(derm7pt / "Ael" / "Ael508.jpg"), "--clinical", str(derm7pt / "Ael" / "Ael507.jpg"),
+                            "--mm-per-pixel", "0.02", "--out", str(out)], capsys)
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["not_available"] == {}
+    assert report["out_of_distribution"]["in_distribution"] is True and report["image_quality"]["ok"] is True
+    checklist = report["seven_point_checklist"]
+    assert len(checklist["criteria"]) == 7 and checklist["score"] == sum(c["points"] for c in checklist["criteria"].values() if c["present"])
+    assert set(report["management_probabilities"]) == {"excision", "clinical follow up", "no further examination"}
+    rec = report["recommendation"]
+    assert rec["triage"] in ("urgent referral", "routine referral", "monitor", "reassure") and rec["explanation"]
+    assert all(item["sources"] for item in rec["rationale"] if item["rule"] != "no_rule_fired")
+    lesion = report["lesion"]
+    assert lesion["found"] and (out / "lesion_outline.png").is_file() and 0 < lesion["area_fraction"] < 1
+    assert lesion["abcd"]["diameter_mm"] == pytest.approx(lesion["abcd"]["diameter_px"] * 0.02)
+    photo = report["clinical_photo"]
+    assert photo["modality_check"]["looks_like_clinical_photo"] is True and (out / "clinical.png").is_file()
+    page = (out / "report.html").read_text()
+    assert "7-point checklist" in page and "ABCD measurements" in page and "Clinical photo" in page
+    assert "triage:" in stdout
+
+    wrong = tmp_path / "wrong"
+    assert _run(["diagnose", str(derm7pt / "Ael" / "Ael468.jpg"), "--out", str(wrong)], capsys)[0] == 0
+    refused = json.loads((wrong / "report.json").read_text())
+    assert refused["abstention"]["abstain"] is True and refused["abstention"]["checks"]["out_of_distribution"] == "refused"
+    assert any("clinical (macroscopic) photo" in r for r in refused["abstention"]["reasons"])
+    assert refused["recommendation"]["triage"] != "reassure"

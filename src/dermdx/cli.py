@@ -156,9 +156,12 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     abstention = None
     if args.min_confidence is not None:
         abstention = AbstentionConfig(min_confidence=args.min_confidence, source="set on the command line (--min-confidence)")
+    from dermdx.diagnosis_tools import DiagnosisTools
+
+    tools = DiagnosisTools.for_predictor(predictor, knowledge_path=args.knowledge, segment=not args.no_segmentation)
     report = diagnose(
-        predictor, image, args.out, age=args.age, sex=args.sex, site=args.site,
-        cam_method=args.cam_method, abstention=abstention, model_path=model_path,
+        predictor, image, args.out, age=args.age, sex=args.sex, site=args.site, clinical_photo=args.clinical,
+        mm_per_pixel=args.mm_per_pixel, cam_method=args.cam_method, abstention=abstention, model_path=model_path, tools=tools,
     )
     print(summary_text(report, args.out))
     return 0
@@ -292,8 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--age", help="patient age in years (used if the model fuses metadata)")
     diagnose.add_argument("--sex", help="male or female")
     diagnose.add_argument("--site", help="body site, one the model knows (e.g. back, face)")
-    diagnose.add_argument("--out", required=True, help="output folder for report.json, report.html, image.png, cam_overlay.png")
+    diagnose.add_argument("--out", required=True, help="output folder for report.json, report.html and the PNGs (image, cam_overlay, lesion_outline, clinical)")
     diagnose.add_argument("--cam-method", default=DEFAULT_METHOD, help=f"heatmap method: {', '.join(CAM_METHODS)} (default {DEFAULT_METHOD})")
+    diagnose.add_argument("--clinical", metavar="PHOTO", help="a clinical (close-up) photo of the same lesion: checked and shown beside the dermoscopic image")
+    diagnose.add_argument("--mm-per-pixel", type=float, help="the dermoscopic image's scale, for the lesion diameter in mm")
+    diagnose.add_argument("--knowledge", metavar="YAML", help="a triage knowledge base to use instead of the shipped one (dermdx/clinical/knowledge.yaml)")
+    diagnose.add_argument("--no-segmentation", action="store_true", help="skip the lesion outline and ABCD measurements")
     diagnose.add_argument("--min-confidence", type=float, help="abstain below this top-class probability (default: the threshold stored by dermdx calibrate, else 0.5)")
     diagnose.set_defaults(run=_cmd_diagnose)
 
