@@ -5,7 +5,8 @@
 
 Exports the model (fp32 ONNX with parity check, then static int8 calibrated on 200 images of the
 config's *training* rows), then for each backend in its own subprocess (so peak memory is its
-own): batch-1 and batch-32 latency, images/s and peak RSS; then balanced accuracy of each backend
+own; the ONNX workers import onnxruntime and numpy only, not torch): batch-1 and batch-32 latency,
+images/s and peak RSS; then balanced accuracy of each backend
 on the config's held-out fold. Prints a markdown table for docs/benchmarks.md.
 """
 
@@ -21,30 +22,48 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 
 def _load(backend: str, path: str):
+    """A callable on a float32 numpy batch, and the model's input size.
+
+    The ONNX worker uses onnxruntime and numpy only (no torch import), so its peak memory is
+    what an ONNX deployment needs; the torch worker carries torch, as a PyTorch deployment does.
+    """
     if backend == "torch":
+        import torch
+
         from dermdx.checkpoint import load_model
 
+        torch.set_grad_enabled(False)
         model, info = load_model(path)
         model = model.to(memory_format=torch.channels_last)
-        return (lambda x: model(x.contiguous(memory_format=torch.channels_last))), info.preprocess.image_size
-    from dermdx.onnx_backend import OnnxModel
+        return (lambda x: model(torch.from_numpy(x).contiguous(memory_format=torch.channels_last))), info.preprocess.image_size
+    import onnxruntime as ort
 
-    model = OnnxModel(path)
-    return model, model.image_size
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = THREADS
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    size = session.get_inputs()[0].shape[-1]
+    return (lambda x: session.run(None, {"image": x})), int(size)
 
 
-@torch.no_grad()
+THREADS = 2
+
+
 def worker(backend: str, path: str, threads: int) -> dict:
     """Timings for one backend, run in a fresh process."""
-    torch.set_num_threads(threads)
+    global THREADS
+    THREADS = threads
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
     model, size = _load(backend, path)
+    rng = np.random.default_rng(0)
     result = {}
     for batch, repeats in ((1, 50), (32, 5)):
-        x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+        x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
         for _ in range(3):
             model(x)
         times = []
@@ -55,8 +74,22 @@ def worker(backend: str, path: str, threads: int) -> dict:
         median = statistics.median(times)
         result[f"batch{batch}_ms"] = 1000 * median
         result[f"batch{batch}_images_per_second"] = batch / median
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = _peak_rss_mb()
     return result
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory since its exec (VmHWM).
+
+    Not ``getrusage(...).ru_maxrss``: Linux carries that across fork + exec, so a worker started by
+    a 1.7 GB parent would report the parent's peak instead of its own.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -99,7 +132,7 @@ def main() -> None:
         completed = subprocess.run([sys.executable, __file__, "--worker", backend, path, "--threads", str(args.threads), "--model", args.model],
                                    check=True, capture_output=True, text=True)
         rows[name] = json.loads(completed.stdout.strip().splitlines()[-1])
-        predictor = Predictor.from_checkpoint(path, num_workers=2) if backend == "torch" else Predictor.from_onnx(path, num_workers=2)
+        predictor = Predictor.from_checkpoint(path) if backend == "torch" else Predictor.from_onnx(path)
         if predictor.classes != data.classes:
             raise ValueError(f"model classes {predictor.classes} differ from the config's {data.classes}")
         result = predictor.predict_manifest(held_out)
