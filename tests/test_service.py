@@ -102,11 +102,15 @@ def test_create_get_list_feedback_round_trip(service, isic_model_file) -> None:
     assert [d["class"] for d in report["differential"]] == sorted(report["probabilities"], key=lambda c: -report["probabilities"][c])[:3]
     assert report["predicted"] == case["predicted"] == report["differential"][0]["class"]
     assert report["model"] == {"name": "test_efficientnet", "sha256": file_sha256(isic_model_file), "dermdx_version": report["model"]["dermdx_version"]}
-    # Room for the decision-support modules still to come; absent data is null, never invented.
-    assert report["triage"] is None and report["recommendation"] is None  # no rule base yet
+    # The knowledge-base rules give triage and a next step; an uncertain case is never reassured.
+    assert report["triage"] in ("urgent referral", "routine referral", "monitor", "reassure")
+    assert report["recommendation"]["next step"] and report["recommendation"]["rules"]
+    if report["abstention"]["abstain"]:
+        assert report["triage"] != "reassure"
     assert report["heatmap"]["method"] == "gradcam" and report["heatmap"]["class"] == report["predicted"]
     assert report["heatmap"]["image"].startswith("data:image/png;base64,")
-    assert report["abstention"]["abstain"] == (max(report["probabilities"].values()) < report["abstention"]["min_confidence"])
+    low_confidence = max(report["probabilities"].values()) < report["abstention"]["min_confidence"]
+    assert report["abstention"]["abstain"] == (low_confidence or bool(report["abstention"]["reasons"]))
     assert case["image_sha256"] == hashlib.sha256(image).hexdigest()
 
     got = service.client.get(f"/api/cases/{case['id']}", headers=auth(service.clinician)).json()
@@ -385,11 +389,16 @@ def test_an_unreadable_image_file_on_disk_is_a_404_not_a_500(service) -> None:
     assert response.status_code == 404 and "missing from the data folder" in response.json()["detail"]
 
 
-def test_report_sections_stay_null_until_filled(isic_model_file, tmp_path, jpeg) -> None:
+def test_report_is_json_and_a_blank_photo_is_refused_for_quality(isic_model_file, tmp_path) -> None:
+    from PIL import Image
+
     reporter = CasePredictor(Predictor.from_checkpoint(isic_model_file, batch_size=1))
-    report = reporter.report(jpeg(tmp_path / "a.jpg", size=40), age=None, sex="unknown", site="unknown")
+    Image.fromarray(np.full((300, 300, 3), 200, dtype=np.uint8)).save(tmp_path / "blank.png")
+    report = reporter.report(tmp_path / "blank.png", age=None, sex="unknown", site="unknown")
     assert json.loads(json.dumps(report)) == report  # stored as JSON as is
     assert {"heatmap", "triage", "recommendation", "abstention"} <= set(report) and report["format"] == "dermdx-report/1"
+    assert report["abstention"]["abstain"] is True and any(r.startswith("poor image quality: blank") for r in report["abstention"]["reasons"])
+    assert report["triage"] != "reassure"
 
 
 # --------------------------------------------------------------------------- migrations

@@ -1,10 +1,11 @@
 """One case's report: what the model says about one saved image, as a JSON-ready dict.
 
-The report holds what dermdx computes today: class probabilities, a top-3 differential, the
-model's identity, the disclaimer, a Grad-CAM heatmap of the predicted class, and the abstention
-decision from the threshold stored with the model. ``triage`` and ``recommendation`` stay
-``None`` until the decision rules exist; the web page shows each key that is not ``None``.
-Nothing here invents a triage level.
+The report holds class probabilities, a top-3 differential, the model's identity, the
+disclaimer, a Grad-CAM heatmap of the predicted class, the abstention decision (low confidence,
+poor image quality, out of distribution) and the triage level and next step of the knowledge-base
+rules (``dermdx.clinical.recommend``), as ``dermdx diagnose`` computes them. The web page shows
+each key that is not ``None``; a model without a melanoma class gets no triage rather than an
+invented one.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from dermdx.data.adapters import read_images
 from dermdx.data.images import load_image
 from dermdx.data.meta import MetaSchema, encode_meta
 from dermdx.decision import ABSTAIN_LABEL, AbstentionConfig, abstain
+from dermdx.diagnosis_tools import DiagnosisTools
 from dermdx.inference import DISCLAIMER, Predictor
+from dermdx.quality import check_quality
 
 HEATMAP_METHOD = "gradcam"
 
@@ -57,9 +60,11 @@ class CasePredictor:
         >>> reporter.report(Path("lesion.jpg"), age=60, sex="male", site="back")["predicted"]
     """
 
-    def __init__(self, predictor: Predictor) -> None:
+    def __init__(self, predictor: Predictor, tools: DiagnosisTools | None = None) -> None:
         self.predictor = predictor
         self.card = model_card(predictor)
+        # No segmenter: the service report has no outline yet, and it would cost a second network.
+        self.tools = tools or DiagnosisTools.for_predictor(predictor, segment=False)
         self._lock = threading.Lock()
 
     def report(self, image_path: Path, *, age: int | None, sex: str, site: str) -> dict[str, Any]:
@@ -73,13 +78,32 @@ class CasePredictor:
         manifest.frame["age"] = float("nan") if age is None else float(age)
         manifest.frame["sex"] = "" if sex == "unknown" else sex
         manifest.frame["site"] = "" if site == "unknown" else site
+        tools = self.tools
         with self._lock:
             result = self.predictor.predict_manifest(manifest, progress=False)
             report = build_report(result.probs[0].tolist(), result.classes, self.card)
             report["heatmap"] = self._heatmap(image_path, manifest, int(np.argmax(result.probs[0])))
+            features = self.predictor.predict_features(manifest) if tools.ood is not None or tools.clinical is not None else None
         config = AbstentionConfig.from_model_info(self.predictor.info.calibration)
-        refused, reason = abstain(result.probs[0], config)
-        report["abstention"] = {"abstain": refused, "decision": ABSTAIN_LABEL if refused else None, "reason": reason, "min_confidence": config.min_confidence, "threshold_source": config.source}
+        low_confidence, detail = abstain(result.probs[0], config)
+        quality = check_quality(load_image(image_path), tools.quality)
+        reasons = ([detail] if low_confidence else []) + [f"poor image quality: {r}" for r in quality.reasons]
+        if tools.ood is not None:
+            reasons += [f"out of distribution: {r}" for r in tools.ood.score(features)[0].reasons]
+        refused = bool(reasons)
+        report["abstention"] = {"abstain": refused, "decision": ABSTAIN_LABEL if refused else None, "reason": "; ".join(reasons) or detail,
+                                "reasons": reasons, "min_confidence": config.min_confidence, "threshold_source": config.source}
+        if "mel" in result.classes:
+            from dermdx.clinical import recommend
+
+            clinical = tools.clinical.predict(features)[0] if tools.clinical is not None else None
+            advice = recommend(dict(zip(result.classes, result.probs[0].tolist(), strict=True)), refused, clinical, tools.knowledge)
+            report["triage"] = advice["triage"]
+            report["recommendation"] = {
+                "next step": advice["next_step"],
+                "why": advice["explanation"],
+                "rules": [f"{item['reason']} [{'; '.join(item['sources']) or 'no source: no rule applied'}]" for item in advice["rationale"]],
+            }
         return report
 
     def _heatmap(self, image_path: Path, manifest, target: int) -> dict[str, Any] | None:
