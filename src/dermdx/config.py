@@ -99,6 +99,11 @@ class TrainConfig:
     # Fusion models: chance that a training sample's metadata is replaced by "nothing known", so
     # the model also works when metadata is absent at prediction time.
     meta_dropout: float = 0.3
+    # Knowledge distillation: teacher model files (their mean probabilities on the training rows
+    # are the soft labels), the softening temperature, and the soft labels' share of the loss.
+    distill_teachers: list[str] = field(default_factory=list)
+    distill_temperature: float = 2.0
+    distill_alpha: float = 0.7
 
 
 @dataclass

@@ -23,7 +23,12 @@ from torch import nn
 from torch.utils.data import DataLoader, WeightedRandomSampler
 from tqdm.auto import tqdm
 
-from dermdx.checkpoint import ModelInfo, load_training_state, save_model, save_training_state
+from dermdx.checkpoint import (
+    ModelInfo,
+    load_training_state,
+    save_model,
+    save_training_state,
+)
 from dermdx.config import RunConfig, save_config, to_dict
 from dermdx.data.adapters import load_manifest
 from dermdx.data.dataset import ImageDataset
@@ -115,7 +120,9 @@ def train_one_epoch(
             break
         labels = batch["label"]
         images = batch["image"].contiguous(memory_format=torch.channels_last)
-        loss = loss_fn(run_model(model, images, batch.get("meta")), labels)
+        logits = run_model(model, images, batch.get("meta"))
+        # A distillation loss also needs the rows' indices, to look up their soft labels.
+        loss = loss_fn(logits, labels, batch["index"]) if getattr(loss_fn, "needs_index", False) else loss_fn(logits, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -232,6 +239,11 @@ def fit(config: RunConfig, *, resume: bool = True, stop_after: int | None = None
         t_in_epochs=False,
     )
     loss_fn = make_loss(config.train.imbalance, train_labels, len(classes), gamma=config.train.focal_gamma, label_smoothing=config.train.label_smoothing)
+    if config.train.distill_teachers:
+        from dermdx.distillation import DistillationLoss, teacher_soft_labels
+
+        soft = teacher_soft_labels(config.train.distill_teachers, train_rows, classes, out)
+        loss_fn = DistillationLoss(loss_fn, soft, temperature=config.train.distill_temperature, alpha=config.train.distill_alpha)
     info = ModelInfo(
         model_name=config.model.name,
         classes=classes,
