@@ -107,6 +107,9 @@ def test_a_calibrated_model_reports_calibrated_probabilities_and_its_threshold(i
         (["--sex", "x"], r"sex 'x' is not one of \['male', 'female'\]"),
         (["--cam-method", "gradcam+++"], "unknown CAM method 'gradcam\\+\\+\\+'"),
         (["--min-confidence", "2"], r"min_confidence must be a probability in \[0, 1\]"),
+        (["--mm-per-pixel", "-0.1"], "mm_per_pixel must be a positive number"),
+        (["--clinical", "no_such_photo.jpg"], "no_such_photo.jpg"),
+        (["--knowledge", "no_such_rules.yaml"], "no_such_rules.yaml"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(isic_model_file, lesion, tmp_path: Path, capsys, extra, message) -> None:
@@ -114,6 +117,16 @@ def test_bad_arguments_exit_2_with_a_clear_message(isic_model_file, lesion, tmp_
     assert code == 2
     assert re.search(message, err), err
     assert not (tmp_path / "o" / "report.json").exists()
+
+
+def test_invalid_knowledge_base_names_the_file_and_rule(isic_model_file, lesion, tmp_path: Path, capsys) -> None:
+    from dermdx.clinical.knowledge import DEFAULT_KNOWLEDGE
+
+    rules = tmp_path / "site.yaml"
+    rules.write_text(DEFAULT_KNOWLEDGE.read_text().replace("seven_point_cutoff: 3", "seven_point_cutoff: 5"))
+    code, _, err = _run(["diagnose", str(lesion), "--model", str(isic_model_file), "--out", str(tmp_path / "o"), "--knowledge", str(rules)], capsys)
+    assert code == 2 and "site.yaml" in err and "seven_point_cutoff" in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_missing_and_corrupt_images_exit_2(isic_model_file, lesion, tmp_path: Path, capsys) -> None:
