@@ -87,6 +87,18 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def check_sha256(path: str | Path, expected: str, *, expected_from: str = "the expected", fix: str = "") -> str:
+    """The file's SHA-256, after checking it equals ``expected``; one check and one message for every weights file.
+
+    Raises:
+        ValueError: the hashes differ (the message names the file, both hashes and ``fix``).
+    """
+    actual = file_sha256(path)
+    if actual != expected:
+        raise ValueError(f"{path}: SHA-256 {actual} differs from {expected_from} {expected}; the file is damaged or replaced{fix}")
+    return actual
+
+
 def save_model(path: str | Path, model: nn.Module, info: ModelInfo) -> str:
     """Write weights + info to ``path`` (.safetensors) atomically; returns the file's SHA-256."""
     path = Path(path)
@@ -143,9 +155,7 @@ def load_model(path: str | Path, *, expected_sha256: str | None = None) -> tuple
     """
     path = _existing(path)
     if expected_sha256 is not None:
-        actual = file_sha256(path)
-        if actual != expected_sha256:
-            raise ValueError(f"{path}: SHA-256 {actual} differs from the expected {expected_sha256}; the file is damaged or replaced")
+        check_sha256(path, expected_sha256)
     info = read_info(path)
     model = create_model(info.model_name, num_classes=len(info.classes), pretrained=False, **info.model_kwargs)
     model.load_state_dict(load_file(str(path)))

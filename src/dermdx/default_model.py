@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dermdx.checkpoint import file_sha256
+from dermdx.checkpoint import check_sha256
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = WEIGHTS_DIR / "default.safetensors"
@@ -33,7 +33,5 @@ def default_model_path() -> Path:
     record = default_model_record()
     if not DEFAULT_MODEL.is_file():
         raise FileNotFoundError(f"the default model file {DEFAULT_MODEL} is missing; reinstall dermdx or pass --model PATH")
-    actual = file_sha256(DEFAULT_MODEL)
-    if actual != record["sha256"]:
-        raise ValueError(f"{DEFAULT_MODEL}: SHA-256 {actual} differs from the released {record['sha256']}; the file is damaged or replaced, reinstall dermdx")
+    check_sha256(DEFAULT_MODEL, record["sha256"], expected_from="the released", fix=", reinstall dermdx")
     return DEFAULT_MODEL

@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from dermdx.checkpoint import ModelInfo, file_sha256, load_model
+from dermdx.checkpoint import ModelInfo, check_sha256, file_sha256, load_model
 from dermdx.config import ISIC2018_CLASSES
 from dermdx.data.dataset import ImageDataset
 from dermdx.data.manifest import Manifest
@@ -76,9 +76,7 @@ class Predictor:
         from dermdx.onnx_backend import OnnxModel
 
         model = OnnxModel(path)
-        sha256 = file_sha256(path)
-        if expected_sha256 is not None and sha256 != expected_sha256:
-            raise ValueError(f"{path}: SHA-256 {sha256} differs from the expected {expected_sha256}; the file is damaged or replaced")
+        sha256 = file_sha256(path) if expected_sha256 is None else check_sha256(path, expected_sha256)
         return cls(model, model.info, sha256=sha256, **kwargs)  # type: ignore[arg-type]  # OnnxModel is called like nn.Module
 
     @property

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dermdx.checkpoint import file_sha256
+from dermdx.checkpoint import check_sha256, file_sha256
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_OOD = WEIGHTS_DIR / "ood.npz"
@@ -267,10 +267,8 @@ class OodDetector:
             if not needed.is_file():
                 raise FileNotFoundError(f"OOD detector file not found: {needed}; fit one with scripts/fit_ood.py")
         record = json.loads(record_path.read_text())
-        actual = file_sha256(path)
-        if actual != record.get("sha256"):
-            raise ValueError(f"{path}: SHA-256 {actual} differs from {record.get('sha256')} in {record_path.name}; "
-                             "the file is damaged or replaced: reinstall dermdx or refit with scripts/fit_ood.py")
+        check_sha256(path, str(record.get("sha256")), expected_from=f"{record_path.name}'s",
+                     fix=": reinstall dermdx or refit with scripts/fit_ood.py")
         if classifier_sha256 != record.get("classifier_sha256"):
             raise ValueError(
                 f"{path} was fitted on the features of classifier {record.get('classifier_sha256')}, not {classifier_sha256}; "

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from dermdx import __version__
-from dermdx.checkpoint import file_sha256
+from dermdx.checkpoint import check_sha256, file_sha256
 from dermdx.models.segmentation import SegmentationNetConfig, create_segmentation_model
 
 FORMAT = "dermdx-segmentation/1"
@@ -136,9 +136,7 @@ def load_segmentation_model(path: str | Path, *, expected_sha256: str | None = N
     if not path.is_file():
         raise FileNotFoundError(f"segmentation model file not found: {path}")
     if expected_sha256 is not None:
-        actual = file_sha256(path)
-        if actual != expected_sha256:
-            raise ValueError(f"{path}: SHA-256 {actual} differs from the expected {expected_sha256}; the file is damaged or replaced, reinstall dermdx")
+        check_sha256(path, expected_sha256, fix=", reinstall dermdx")
     info = read_segmentation_info(path)
     model = create_segmentation_model(info.net, pretrained=False)
     try:
@@ -165,9 +163,7 @@ def default_segmenter_path() -> Path:
     record = default_segmenter_record()
     if not DEFAULT_SEGMENTER.is_file():
         raise FileNotFoundError(f"the shipped segmentation model {DEFAULT_SEGMENTER} is missing; reinstall dermdx or use Segmenter.from_file")
-    actual = file_sha256(DEFAULT_SEGMENTER)
-    if actual != record["sha256"]:
-        raise ValueError(f"{DEFAULT_SEGMENTER}: SHA-256 {actual} differs from the released {record['sha256']}; the file is damaged or replaced, reinstall dermdx")
+    check_sha256(DEFAULT_SEGMENTER, record["sha256"], expected_from="the released", fix=", reinstall dermdx")
     return DEFAULT_SEGMENTER
 
 

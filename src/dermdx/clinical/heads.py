@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from dermdx.checkpoint import file_sha256
+from dermdx.checkpoint import check_sha256, file_sha256
 from dermdx.clinical.checklist import (
     CRITERIA,
     CRITERION_NAMES,
@@ -215,9 +215,7 @@ class ClinicalHeads:
             raise ValueError(f"{rec_path} is not valid JSON ({error}); restore the record written with the heads") from error
         if record.get("format") != HEADS_FORMAT:
             raise ValueError(f"{rec_path}: format {record.get('format')!r} is not {HEADS_FORMAT!r}; refit the heads with this dermdx")
-        actual = file_sha256(path)
-        if actual != record.get("sha256"):
-            raise ValueError(f"{path}: SHA-256 {actual} differs from {record.get('sha256')} in {rec_path.name}; the file is damaged or replaced, restore or refit it")
+        check_sha256(path, str(record.get("sha256")), expected_from=f"{rec_path.name}'s", fix=", restore or refit it")
         if record.get("classifier_sha256") != classifier_sha256:
             raise ValueError(
                 f"{path} was fitted on the features of classifier {record.get('classifier_sha256')}, not of {classifier_sha256}; "
