@@ -236,3 +236,22 @@ def test_full_report_with_the_shipped_model_on_real_images(data_root: Path, tmp_
     assert refused["abstention"]["abstain"] is True and refused["abstention"]["checks"]["out_of_distribution"] == "refused"
     assert any("clinical (macroscopic) photo" in r for r in refused["abstention"]["reasons"])
     assert refused["recommendation"]["triage"] != "reassure"
+
+
+def test_a_model_without_melanoma_gets_no_invented_triage(lesion, tmp_path: Path, capsys) -> None:
+    import torch
+
+    from dermdx.checkpoint import ModelInfo, save_model
+    from dermdx.config import PreprocessConfig
+    from dermdx.models import create_model
+
+    torch.manual_seed(0)
+    path = tmp_path / "abc.safetensors"
+    save_model(path, create_model("test_efficientnet", num_classes=3).eval(), ModelInfo("test_efficientnet", ["a", "b", "c"], PreprocessConfig(image_size=32)))
+    code, stdout, _ = _run(["diagnose", str(lesion), "--model", str(path), "--out", str(tmp_path / "o"), "--no-segmentation"], capsys)
+    assert code == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["triage"] is None and report["recommendation"] is None and report["lesion"] is None
+    assert "no melanoma class" in report["not_available"]["recommendation"]
+    assert "switched off" in report["not_available"]["lesion_outline"]
+    assert "Triage level and recommended next step" in (tmp_path / "o" / "report.html").read_text()

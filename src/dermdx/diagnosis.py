@@ -204,12 +204,13 @@ def diagnose(
     clinical = tools.clinical.predict(features)[0] if tools.clinical is not None else None
     prob_map = {c: float(probs[k]) for k, c in enumerate(classes)}
     recommendation = None
+    unavailable = dict(tools.unavailable)
     if "mel" in {c.lower() for c in classes}:
         from dermdx.clinical import recommend
 
         recommendation = recommend({c.lower(): p for c, p in prob_map.items()}, refused, clinical, tools.knowledge)
     else:
-        tools.unavailable.setdefault("recommendation", f"this model has no melanoma class (classes {classes}); triage rules need one")
+        unavailable["recommendation"] = f"this model has no melanoma class (classes {classes}); triage rules need one"
 
     calibration = info.calibration or None
     risk = malignancy_risk(probs, classes)
@@ -254,7 +255,7 @@ def diagnose(
             "target_layer": layer_name,
             "image": "image.png",
             "overlay": "cam_overlay.png",
-            "cam_energy_in_lesion": lesion.pop("cam_energy_in_lesion", None),
+            "cam_energy_in_lesion": lesion.pop("cam_energy_in_lesion", None) if lesion else None,
             "note": CAM_NOTE,
         },
         "lesion": lesion,
@@ -270,7 +271,7 @@ def diagnose(
         "recommendation": recommendation,
         "plain_language_explanation": _plain_language(recommendation, lesion, refused, reasons),
         "clinical_photo": None if photo is None else _clinical_photo_section(tools, predictor, photo_path, photo, out),
-        "not_available": {name: why for name, why in tools.unavailable.items()},
+        "not_available": unavailable,
         "model": {
             "name": info.model_name,
             "file": str(model_path) if model_path is not None else None,
