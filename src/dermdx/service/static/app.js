@@ -226,6 +226,14 @@ function renderValue(value) {
   for (const [key, inner] of Object.entries(value)) {
     if (isImageData(inner)) continue; // image fields are drawn over the photo
     list.append(el("dt", key.replace(/_/g, " ")));
+    if (Array.isArray(inner) && inner.every((item) => typeof item !== "object")) {
+      const dd = el("dd");
+      const items = el("ul");
+      items.append(...inner.map((item) => el("li", item)));
+      dd.append(items);
+      list.append(dd);
+      continue;
+    }
     list.append(el("dd", typeof inner === "object" && inner !== null ? JSON.stringify(inner) : inner));
   }
   return list;
