@@ -423,3 +423,55 @@ def test_load_manifest_reaches_derm7pt_clinical_images_with_isic_labels(data_roo
         manifest = load_manifest(DataConfig(format="derm7pt", path="derm7pt/labels.csv", modality="clinical", label_scheme="isic"))
     assert len(manifest) == 600 and set(manifest.frame["modality"]) == {"clinical"}
     assert set(manifest.classes) <= {"mel", "nv", "bcc", "akiec", "bkl", "df", "vasc"}
+
+
+def _two_folders(tmp_path, jpeg):
+    for source, labels in (("a", ("nevus", "mel")), ("b", ("nv", "mel"))):
+        for label in labels:
+            for k in range(2):
+                jpeg(tmp_path / source / label / f"{label}{k}.jpg", size=16, seed=k)
+    return tmp_path / "a", tmp_path / "b"
+
+
+def test_extra_sources_join_with_prefixed_ids_and_mapped_labels(tmp_path, jpeg) -> None:
+    from dermdx.config import DataConfig, from_dict
+
+    a, b = _two_folders(tmp_path, jpeg)
+    config = from_dict(DataConfig, {"format": "folder", "path": str(a), "name": "siteA", "label_map": {"nevus": "nv"},
+                                    "extra": [{"format": "folder", "path": str(b), "name": "siteB"}]})
+    manifest = load_manifest(config)
+    assert len(manifest) == 8 and sorted(manifest.classes) == ["mel", "nv"]
+    assert all(p.is_file() for p in manifest.paths())
+    ids = manifest.frame["image_id"].tolist()
+    assert len(set(ids)) == 8 and {i.split(":")[0] for i in ids} == {"siteA", "siteB"}  # mel0.jpg in both: two ids
+    assert set(manifest.frame["source"]) == {"siteA", "siteB"}
+
+
+def test_multi_source_errors_are_named(tmp_path, jpeg) -> None:
+    from dermdx.config import DataConfig, from_dict
+
+    a, b = _two_folders(tmp_path, jpeg)
+    same_names = from_dict(DataConfig, {"format": "folder", "path": str(a), "extra": [{"format": "folder", "path": str(b)}]})
+    with pytest.raises(ValueError, match="distinct name"):
+        load_manifest(same_names)
+    bad_map = from_dict(DataConfig, {"format": "folder", "path": str(a), "label_map": {"naevus": "nv"}})
+    with pytest.raises(ValueError, match=r"label_map renames labels \['naevus'\]"):
+        load_manifest(bad_map)
+    with pytest.raises(ValueError, match=r"data.extra\[0\]: unknown option 'pth'"):
+        from_dict(DataConfig, {"extra": [{"pth": "x"}]}, where="data")
+
+
+def test_multi_source_real_data_splits_keep_sources_apart(data_root) -> None:
+    import warnings
+
+    from dermdx.config import DataConfig, from_dict
+
+    config = from_dict(DataConfig, {"classes": ["mel", "nv", "bcc", "akiec", "bkl", "df", "vasc"], "extra": [
+        {"format": "derm7pt", "path": "derm7pt/labels.csv", "label_scheme": "isic"},
+        {"format": "ph2", "path": "ph2/labels.csv", "label_map": {"common_nevus": "nv", "atypical_nevus": "nv", "melanoma": "mel"}}]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        manifest = load_manifest(config)
+    counts = manifest.frame.groupby("source").size().to_dict()
+    assert counts == {"ham10000": 5984, "derm7pt": 600, "ph2": 80}
+    assert {"derm7pt", "ph2"} <= set(manifest.frame["centre"])  # each can be the held-out centre

@@ -56,6 +56,12 @@ class DataConfig:
     metadata_path: str | None = None
     # Keep only this many images (stratified by label); for smoke runs, never for reported figures.
     limit: int | None = None
+    # Source label -> training label (e.g. PH2's common_nevus -> nv); labels not listed are kept.
+    label_map: dict[str, str] | None = None
+    # More sources trained on together with this one (multi-source / multi-centre training); each
+    # is a data section of its own (format, path, label_map, ...), named by its ``name``.
+    extra: list[DataConfig] = field(default_factory=list)
+    name: str = ""
 
 
 @dataclass
@@ -134,6 +140,10 @@ def from_dict(cls: type, values: dict[str, Any], *, where: str = "config") -> An
         elif get_origin(hint_type) is Literal and value not in get_args(hint_type):
             allowed = ", ".join(map(repr, get_args(hint_type)))
             raise ValueError(f"{where}.{key}: {value!r} is not one of {allowed}")
+        elif get_origin(hint_type) is list and get_args(hint_type) and dataclasses.is_dataclass(get_args(hint_type)[0]):
+            if not isinstance(value, list):
+                raise ValueError(f"{where}.{key}: expected a list of sections, got {type(value).__name__}")
+            value = [from_dict(get_args(hint_type)[0], item or {}, where=f"{where}.{key}[{i}]") for i, item in enumerate(value)]
         elif get_origin(hint_type) is tuple and isinstance(value, list):
             value = tuple(value)
         kwargs[key] = value

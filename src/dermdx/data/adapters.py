@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from dermdx.config import DataConfig, data_root
-from dermdx.data.manifest import MANIFEST_COLUMNS, MODALITIES, Manifest, empty_frame
+from dermdx.data.manifest import MANIFEST_COLUMNS, MODALITIES, Manifest, concat_manifests, empty_frame
 
 from dermdx.data.images import IMAGE_EXTENSIONS
 
@@ -566,16 +566,35 @@ def _resolve(path: str | Path) -> Path:
 
 
 def load_manifest(config: DataConfig) -> Manifest:
-    """Build the manifest a ``DataConfig`` describes.
+    """Build the manifest a ``DataConfig`` describes (one source, or several with ``extra``).
 
-    Relative ``path`` and ``image_root`` start at ``data_root()``. With ``classes`` set, every
-    label must be one of them; with ``limit`` set, a label-stratified, seeded subset of that many
-    rows is kept (smoke runs only, never for reported figures).
+    Relative ``path`` and ``image_root`` start at ``data_root()``. ``label_map`` renames a
+    source's labels (e.g. PH2 ``common_nevus`` -> ``nv``). With ``extra`` sources the manifests are
+    joined by :func:`~dermdx.data.manifest.concat_manifests` (ids prefixed by each source's
+    ``name``, default its format). With ``classes`` set, every label must be one of them; with
+    ``limit`` set, a label-stratified, seeded subset of that many rows is kept (smoke runs only,
+    never for reported figures).
 
     Raises:
         ValueError: an unknown format (with a suggestion), a missing option the format needs, a
-            label outside ``classes``, or a bad ``limit``; plus the adapter's own errors.
+            label outside ``classes``, two sources with one name, or a bad ``limit``; plus the
+            adapter's own errors.
     """
+    manifest = _load_source(config)
+    if config.extra:
+        sources = [config, *config.extra]
+        manifest = concat_manifests([manifest, *(_load_source(extra) for extra in config.extra)], [s.name or s.format for s in sources])
+    if config.classes is not None:
+        _check_classes(manifest, config.classes)
+    if config.limit is not None:
+        if config.limit < 1:
+            raise ValueError(f"data.limit must be a positive number of images, got {config.limit}")
+        manifest = manifest.subset(stratified_sample(manifest.frame["label"].to_numpy(), config.limit))
+    return manifest
+
+
+def _load_source(config: DataConfig) -> Manifest:
+    """One source's manifest, its labels renamed by ``label_map``."""
     if config.format not in FORMATS:
         raise ValueError(
             f"data.format {config.format!r} is not one of {list(FORMATS)}{_did_you_mean(config.format, FORMATS)}"
@@ -602,12 +621,11 @@ def load_manifest(config: DataConfig) -> Manifest:
                 "e.g. {image: file, label: diagnosis}"
             )
         manifest = read_generic_csv(path, config.column_map, image_root, modality=config.modality)
-    if config.classes is not None:
-        _check_classes(manifest, config.classes)
-    if config.limit is not None:
-        if config.limit < 1:
-            raise ValueError(f"data.limit must be a positive number of images, got {config.limit}")
-        manifest = manifest.subset(stratified_sample(manifest.frame["label"].to_numpy(), config.limit))
+    if config.label_map:
+        unused = sorted(set(config.label_map) - set(manifest.frame["label"]))
+        if unused:
+            raise ValueError(f"{path}: data.label_map renames labels {unused} that this source does not have (its labels: {manifest.classes})")
+        manifest.frame["label"] = manifest.frame["label"].replace(config.label_map)
     return manifest
 
 

@@ -87,6 +87,30 @@ class Manifest:
         self.frame[list(MANIFEST_COLUMNS)].to_csv(path, index=False)
 
 
+def concat_manifests(manifests: list[Manifest], names: list[str]) -> Manifest:
+    """One manifest from several sources (e.g. HAM10000 + Derm7pt + PH2) for multi-source training.
+
+    Image paths become absolute (each source has its own root); ``image_id``, ``lesion_id`` and
+    ``patient_id`` get the source name as a prefix, so ids that happen to coincide across sources
+    never merge two lesions into one split group; ``centre`` keeps each source's own centres.
+
+    Raises:
+        ValueError: no manifests, a names list of another length, or a repeated name.
+    """
+    if not manifests or len(names) != len(manifests) or len(set(names)) != len(names):
+        raise ValueError(f"need one distinct name per manifest; got {len(manifests)} manifests and names {names}")
+    frames = []
+    for manifest, name in zip(manifests, names, strict=True):
+        frame = manifest.frame.copy()
+        frame["image"] = [str((manifest.root / p).resolve()) for p in frame["image"]]
+        for column in ("image_id", "lesion_id", "patient_id"):
+            frame[column] = [f"{name}:{v}" if str(v) != "" else "" for v in frame[column]]
+        frame["source"] = name
+        frames.append(frame)
+    combined = pd.concat(frames, ignore_index=True)
+    return Manifest(combined, Path("/"), source=" + ".join(m.source or str(m.root) for m in manifests))
+
+
 def empty_frame(n: int) -> pd.DataFrame:
     """A frame with every manifest column, filled with missing values, for adapters to fill."""
     frame = pd.DataFrame({c: [""] * n for c in MANIFEST_COLUMNS})
