@@ -21,20 +21,19 @@ recomputes a figure; the numbers stay those recorded in docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import cv2  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
+import cv2
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score, roc_curve
 
-from dermdx.config import data_root  # noqa: E402
-from dermdx.data.images import load_image  # noqa: E402
+from dermdx.config import data_root
+from dermdx.data.images import load_image
 
 SHIPPED = "shipped: unfamiliar OR clinical_photo"
 
