@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -15,7 +15,10 @@ class ImageReadError(ValueError):
 
 
 def load_image(path: str | Path) -> np.ndarray:
-    """Decode ``path`` fully into an RGB uint8 array (H, W, 3).
+    """Decode ``path`` fully into an RGB uint8 array (H, W, 3), upright.
+
+    A phone stores how it was held in the EXIF orientation tag instead of turning the pixels; the
+    image is turned accordingly, so the model, the outline and the report see what the clinician saw.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -32,7 +35,7 @@ def load_image(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as image:
             image.load()  # decode now: a truncated file fails here, not later in a worker
-            return np.asarray(image.convert("RGB"))
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except UnidentifiedImageError as error:
         raise ImageReadError(f"{path}: not a readable image ({error}); check the file type") from error
     except (OSError, SyntaxError) as error:
