@@ -52,19 +52,16 @@ def cached_probs(model: Path, name: str, manifest: Manifest, tta: str, out: Path
 
 
 def score(probs: np.ndarray, classes: list[str], manifest: Manifest) -> dict[str, float | int]:
-    labels = manifest.frame["label"].to_numpy()
-    present = [c for c in classes if (labels == c).any()]
-    index = {c: k for k, c in enumerate(classes)}
-    y = np.array([index[c] for c in labels])
+    y = manifest.label_indices(classes)
     predicted = probs.argmax(1)
-    # Mean recall over the classes present (a class with no images has no recall).
-    recalls = [float((predicted[y == index[c]] == index[c]).mean()) for c in present]
+    index = {c: k for k, c in enumerate(classes)}
     mel = (y == index["mel"]).astype(int)
     from sklearn.metrics import roc_auc_score
 
     return {
-        "n": int(len(y)),
-        "balanced_accuracy": float(np.mean(recalls)),
+        "n": len(y),
+        # Mean recall over the classes present: a class with no images (akiec here) has no recall.
+        "balanced_accuracy": balanced_accuracy(y, predicted),
         "mel_auc": float(roc_auc_score(mel, probs[:, index["mel"]])),
         "mel_sensitivity_at_80_specificity": float(sensitivity_at_specificity(mel, probs[:, index["mel"]], 0.8)),
         "accuracy": float((predicted == y).mean()),

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _load(backend: str, path: str):
+def _load(backend: str, path: str, threads: int):
     """A callable on a float32 numpy batch, and the model's input size.
 
     The ONNX worker uses onnxruntime and numpy only (no torch import), so its peak memory is
@@ -35,6 +35,7 @@ def _load(backend: str, path: str):
 
         from dermdx.checkpoint import load_model
 
+        torch.set_num_threads(threads)
         torch.set_grad_enabled(False)
         model, info = load_model(path)
         model = model.to(memory_format=torch.channels_last)
@@ -42,24 +43,15 @@ def _load(backend: str, path: str):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
+    options.intra_op_num_threads = threads
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     size = session.get_inputs()[0].shape[-1]
     return (lambda x: session.run(None, {"image": x})), int(size)
 
 
-THREADS = 2
-
-
 def worker(backend: str, path: str, threads: int) -> dict:
     """Timings for one backend, run in a fresh process."""
-    global THREADS
-    THREADS = threads
-    if backend == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
-    model, size = _load(backend, path)
+    model, size = _load(backend, path, threads)
     rng = np.random.default_rng(0)
     result = {}
     for batch, repeats in ((1, 50), (32, 5)):

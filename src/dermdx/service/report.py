@@ -79,14 +79,15 @@ class CasePredictor:
         manifest.frame["sex"] = "" if sex == "unknown" else sex
         manifest.frame["site"] = "" if site == "unknown" else site
         tools = self.tools
+        image = load_image(image_path)  # decoded once, for the heatmap and the quality gate
         with self._lock:
             result = self.predictor.predict_manifest(manifest, progress=False)
             report = build_report(result.probs[0].tolist(), result.classes, self.card)
-            report["heatmap"] = self._heatmap(image_path, manifest, int(np.argmax(result.probs[0])))
+            report["heatmap"] = self._heatmap(image, manifest, int(np.argmax(result.probs[0])))
             features = self.predictor.predict_features(manifest) if tools.ood is not None or tools.clinical is not None else None
         config = AbstentionConfig.from_model_info(self.predictor.info.calibration)
         low_confidence, detail = abstain(result.probs[0], config)
-        quality = check_quality(load_image(image_path), tools.quality)
+        quality = check_quality(image, tools.quality)
         reasons = ([detail] if low_confidence else []) + [f"poor image quality: {r}" for r in quality.reasons]
         if tools.ood is not None:
             reasons += [f"out of distribution: {r}" for r in tools.ood.score(features)[0].reasons]
@@ -106,7 +107,7 @@ class CasePredictor:
             }
         return report
 
-    def _heatmap(self, image_path: Path, manifest, target: int) -> dict[str, Any] | None:
+    def _heatmap(self, image: np.ndarray, manifest, target: int) -> dict[str, Any] | None:
         """Grad-CAM of the predicted class as a colour PNG data URL (the page lays it over the photo).
 
         None for models without gradients (ONNX), which cannot give a Grad-CAM.
@@ -119,7 +120,7 @@ class CasePredictor:
 
         info = self.predictor.info
         meta = encode_meta(manifest.frame, MetaSchema.from_dict(info.meta_schema))[0] if info.meta_schema is not None else None
-        tensor = self.predictor.transform(load_image(image_path))[None]
+        tensor = self.predictor.transform(image)[None]
         cam = compute_cam(self.predictor.model, tensor, target_class=target, method=HEATMAP_METHOD, meta=meta)
         colour = cv2.cvtColor(cv2.applyColorMap(np.uint8(255 * cam), cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
         buffer = io.BytesIO()
