@@ -37,6 +37,19 @@ def test_evaluate_on_a_config_split_and_on_a_folder(trained, learnable_folder, t
     assert json.loads((tmp_path / "e2" / "metrics.json").read_text())["overall"]["n"] == 36
 
 
+def test_evaluate_scores_an_ensemble_of_models_given_twice(trained, tmp_path) -> None:
+    config_path, out = trained
+    model = str(out / "model.safetensors")
+    common = ["--config", str(config_path), "--bootstrap", "20", "--workers", "0"]
+    assert main(["evaluate", "--model", model, *common, "--out", str(tmp_path / "one")]) == 0
+    assert main(["evaluate", "--model", model, "--model", model, *common, "--out", str(tmp_path / "two")]) == 0
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    # the mean of a model with itself is the model: same scores, but recorded as a 2-member ensemble
+    assert two["overall"]["balanced_accuracy"] == pytest.approx(one["overall"]["balanced_accuracy"])
+    assert "ensemble of 2" in json.dumps(two) and "ensemble" not in json.dumps(one)
+
+
 def test_predict_writes_one_row_per_image_and_lists_failures(trained, learnable_folder, tmp_path, capsys) -> None:
     _, out = trained
     model = str(out / "model.safetensors")

@@ -48,10 +48,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dermdx.config import DataConfig, load_config
     from dermdx.data.adapters import load_manifest
     from dermdx.data.splits import train_val_indices
+    from dermdx.ensemble import EnsemblePredictor
     from dermdx.evaluation import evaluate
     from dermdx.inference import Predictor
 
-    predictor = Predictor.from_checkpoint(args.model or default_model_path(), batch_size=args.batch_size, num_workers=args.workers, tta=args.tta)
+    options = {"batch_size": args.batch_size, "num_workers": args.workers, "tta": args.tta}
+    models = args.model or [default_model_path()]
+    predictor = Predictor.from_checkpoint(models[0], **options) if len(models) == 1 else EnsemblePredictor.from_checkpoints(models, **options)
     if args.config:
         config = load_config(args.config, args.set)
         manifest = load_manifest(config.data)
@@ -226,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics, plots and an HTML report for a model on labelled data")
-    evaluate.add_argument("--model", help="model.safetensors (default: the shipped model)")
+    evaluate.add_argument("--model", action="append", help="model.safetensors (default: the shipped model); give it several times to score the mean of several models (an ensemble)")
     evaluate.add_argument("--config", help="a training config: evaluate on its held-out split")
     evaluate.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     evaluate.add_argument("--data", help="a labelled data set (CSV or folder) to evaluate on, all rows")

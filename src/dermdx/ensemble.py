@@ -6,6 +6,7 @@ be combined. Classes are matched by name, never by position.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,20 @@ class EnsemblePredictor:
         self.members = members
         self.weights = np.asarray(weights, dtype=np.float64) / sum(weights)
         self.classes = list(classes)
+
+    @property
+    def sha256(self) -> str:
+        """One hash for the ensemble: its members' SHA-256 and weights, in order."""
+        text = ";".join(f"{m.sha256}:{w:.6f}" for m, w in zip(self.members, self.weights, strict=True))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def model_name(self) -> str:
+        return " + ".join(f"{m.info.model_name}@{m.info.preprocess.image_size}px" for m in self.members)
+
+    @property
+    def data_fingerprints(self) -> list[str | None]:
+        return [m.info.data_fingerprint for m in self.members]
 
     @classmethod
     def from_checkpoints(cls, paths: list[str | Path], weights: list[float] | None = None, **kwargs) -> EnsemblePredictor:
