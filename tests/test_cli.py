@@ -64,6 +64,18 @@ def test_predict_writes_one_row_per_image_and_lists_failures(trained, learnable_
     assert "bad.jpg" in capsys.readouterr().err
 
 
+def test_predict_averages_models_given_several_times(trained, learnable_folder, tmp_path, capsys) -> None:
+    _, out = trained
+    model = str(out / "model.safetensors")
+    common = [str(learnable_folder), "--workers", "0", "--tta", "none"]
+    assert main(["predict", *common, "--model", model, "--out", str(tmp_path / "one.csv")]) == 0
+    assert main(["predict", *common, "--model", model, "--model", model, "--out", str(tmp_path / "two.csv")]) == 0
+    one, two = pd.read_csv(tmp_path / "one.csv"), pd.read_csv(tmp_path / "two.csv")
+    assert np.allclose(one[["bcc", "mel", "nv"]], two[["bcc", "mel", "nv"]], atol=1e-6)
+    assert main(["predict", *common, "--model", model, "--model", model, "--backend", "onnx", "--out", str(tmp_path / "x.csv")]) == 2
+    assert "needs one --model FILE.onnx" in capsys.readouterr().err
+
+
 def test_predict_without_a_model_uses_the_shipped_one(tmp_path, jpeg) -> None:
     jpeg(tmp_path / "ISIC_1.jpg", size=64)
     assert main(["predict", str(tmp_path / "ISIC_1.jpg"), "--out", str(tmp_path / "p.csv"), "--format", "isic2018", "--workers", "0"]) == 0

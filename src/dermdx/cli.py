@@ -73,19 +73,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from dermdx.data.adapters import read_images
     from dermdx.data.meta import attach_metadata
+    from dermdx.ensemble import EnsemblePredictor
     from dermdx.inference import Predictor, predictions_frame
 
     manifest = read_images(args.images)
+    options = {"batch_size": args.batch_size, "num_workers": args.workers, "tta": args.tta}
+    models = args.model or [default_model_path()]
     if args.backend == "onnx":
-        if not args.model or Path(args.model).suffix != ".onnx":
-            raise ValueError(f"--backend onnx needs --model FILE.onnx (write one with dermdx export --format onnx), got --model {args.model}")
-        predictor = Predictor.from_onnx(args.model, batch_size=args.batch_size, num_workers=args.workers, tta=args.tta)
+        if len(models) != 1 or Path(models[0]).suffix != ".onnx":
+            raise ValueError(f"--backend onnx needs one --model FILE.onnx (write one with dermdx export --format onnx), got --model {' '.join(args.model or [])}")
+        predictor = Predictor.from_onnx(models[0], **options)
     else:
-        if args.model and Path(args.model).suffix == ".onnx":
-            raise ValueError(f"--model {args.model} is an ONNX file; add --backend onnx")
-        predictor = Predictor.from_checkpoint(args.model or default_model_path(), batch_size=args.batch_size, num_workers=args.workers, tta=args.tta)
+        for model in models:
+            if Path(model).suffix == ".onnx":
+                raise ValueError(f"--model {model} is an ONNX file; add --backend onnx")
+        predictor = Predictor.from_checkpoint(models[0], **options) if len(models) == 1 else EnsemblePredictor.from_checkpoints(models, **options)
     if args.metadata:
-        if predictor.info.meta_schema is None:
+        members = predictor.members if isinstance(predictor, EnsemblePredictor) else [predictor]
+        if all(member.info.meta_schema is None for member in members):
             raise ValueError("--metadata was given, but this model was trained on images only and would ignore it")
         attach_metadata(manifest, args.metadata)
     result = predictor.predict_manifest(manifest, continue_on_error=args.continue_on_error)
@@ -244,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="class probabilities for image files and folders")
     predict.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
-    predict.add_argument("--model", help="model.safetensors (default: the shipped model)")
+    predict.add_argument("--model", action="append", help="model.safetensors (default: the shipped model); give it several times to average several models (an ensemble)")
     predict.add_argument("--out", required=True, help="CSV to write")
     predict.add_argument("--format", default="dermdx", choices=OUTPUT_FORMATS)
     predict.add_argument("--metadata", help="CSV with image (file name without extension), age, sex, site: used by models that fuse metadata")
