@@ -32,6 +32,21 @@ def test_alpha_mixes_soft_and_hard_losses_by_row_index() -> None:
     assert mixed(logits, labels, torch.tensor([1])).item() == pytest.approx(0.25 * second.item() + 0.75 * hard(logits, labels).item(), rel=1e-5)
 
 
+def test_class_weights_weight_each_rows_soft_term_by_its_true_class() -> None:
+    torch.manual_seed(1)
+    teacher = torch.softmax(torch.randn(4, 3), dim=1).numpy()
+    logits, labels, index = torch.randn(4, 3), torch.tensor([0, 1, 1, 2]), torch.arange(4)
+    weights = torch.tensor([3.0, 1.0, 0.0])
+    per_row = (torch.from_numpy(teacher) * (torch.log(torch.from_numpy(teacher)) - torch.log_softmax(logits, dim=1))).sum(1)
+    weighted = DistillationLoss(torch.nn.CrossEntropyLoss(), teacher, temperature=1.0, alpha=1.0, class_weights=weights)
+    row_weights = weights[labels]
+    assert weighted(logits, labels, index).item() == pytest.approx(float((row_weights * per_row).sum() / row_weights.sum()), rel=1e-5)
+    plain = DistillationLoss(torch.nn.CrossEntropyLoss(), teacher, temperature=1.0, alpha=1.0)
+    assert plain(logits, labels, index).item() == pytest.approx(float(per_row.mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="class_weights"):
+        DistillationLoss(torch.nn.CrossEntropyLoss(), teacher, class_weights=torch.ones(2))
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [({"temperature": 0.0}, "distill_temperature"), ({"alpha": 1.5}, "distill_alpha")])
 def test_bad_settings_are_named(kwargs, message) -> None:
     with pytest.raises(ValueError, match=message):

@@ -6,7 +6,11 @@ soft label of that row. The student then minimises
 
     alpha * T^2 * KL(teacher^(1/T) || softmax(student / T)) + (1 - alpha) * hard-label loss
 
-(``T`` the temperature, the teacher distribution sharpened or softened the same way). Only
+(``T`` the temperature, the teacher distribution sharpened or softened the same way). With
+class weights (the run's ``weighted_ce`` weights), each row's KL term is weighted by its true
+class's weight, exactly as the weighted cross-entropy weights its rows: an unweighted soft term
+let the 70% nevi dominate again (HAM10000 fold 0: nv recall up, akiec and df down, balanced
+accuracy 0.653 -> 0.604; docs/benchmarks.md). Only
 training rows are given to the teachers, so the selection and held-out rows stay unseen by the
 soft labels; the teachers themselves must not have trained on the student's held-out rows, which
 a caller guarantees by using teachers trained on the same split (their data fingerprints are
@@ -39,11 +43,12 @@ class DistillationLoss(nn.Module):
         teacher_probs: ``[N_train, C]`` teacher probabilities, row ``i`` for training row ``i``.
         temperature: ``T`` > 0.
         alpha: the soft labels' weight in [0, 1].
+        class_weights: ``[C]`` weights of the rows' true classes for the soft term (None: equal).
     """
 
     needs_index = True
 
-    def __init__(self, hard_loss: nn.Module, teacher_probs: np.ndarray, *, temperature: float = 2.0, alpha: float = 0.7) -> None:
+    def __init__(self, hard_loss: nn.Module, teacher_probs: np.ndarray, *, temperature: float = 2.0, alpha: float = 0.7, class_weights: torch.Tensor | None = None) -> None:
         super().__init__()
         if not temperature > 0:
             raise ValueError(f"distill_temperature must be > 0, got {temperature}")
@@ -54,6 +59,11 @@ class DistillationLoss(nn.Module):
             raise ValueError("teacher probabilities must be a finite, non-negative [N, C] array")
         # Teacher "logits" are log-probabilities, so softmax(log p / T) is p^(1/T), renormalised.
         self.register_buffer("teacher_log_probs", torch.log(probs.clamp_min(1e-8)))
+        if class_weights is not None:
+            class_weights = torch.as_tensor(class_weights, dtype=torch.float32)
+            if class_weights.shape != (probs.shape[1],) or (class_weights < 0).any():
+                raise ValueError(f"class_weights must be {probs.shape[1]} non-negative numbers, got shape {tuple(class_weights.shape)}")
+        self.register_buffer("class_weights", class_weights)
         self.hard_loss = hard_loss
         self.temperature = float(temperature)
         self.alpha = float(alpha)
@@ -61,7 +71,12 @@ class DistillationLoss(nn.Module):
     def forward(self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         t = self.temperature
         target = torch.softmax(self.teacher_log_probs[index] / t, dim=1)
-        soft = nn.functional.kl_div(torch.log_softmax(logits / t, dim=1), target, reduction="batchmean") * t * t
+        per_row = nn.functional.kl_div(torch.log_softmax(logits / t, dim=1), target, reduction="none").sum(dim=1)
+        if self.class_weights is None:
+            soft = per_row.mean() * t * t
+        else:
+            weights = self.class_weights[labels]
+            soft = (weights * per_row).sum() / weights.sum().clamp_min(1e-12) * t * t
         if self.alpha == 1.0:
             return soft
         return self.alpha * soft + (1.0 - self.alpha) * self.hard_loss(logits, labels)

@@ -243,7 +243,9 @@ def fit(config: RunConfig, *, resume: bool = True, stop_after: int | None = None
         from dermdx.distillation import DistillationLoss, teacher_soft_labels
 
         soft = teacher_soft_labels(config.train.distill_teachers, train_rows, classes, out)
-        loss_fn = DistillationLoss(loss_fn, soft, temperature=config.train.distill_temperature, alpha=config.train.distill_alpha)
+        # the soft term is class-weighted like the hard one, or the majority class wins it back
+        soft_weights = class_weights(train_labels, len(classes)) if config.train.imbalance == "weighted_ce" else None
+        loss_fn = DistillationLoss(loss_fn, soft, temperature=config.train.distill_temperature, alpha=config.train.distill_alpha, class_weights=soft_weights)
     info = ModelInfo(
         model_name=config.model.name,
         classes=classes,
