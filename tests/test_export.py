@@ -124,7 +124,7 @@ def test_cli_export_then_predict_with_onnx_backend(isic_model_file, image_dir, t
 
 def test_cli_backend_and_model_file_must_match(isic_model_file, image_dir, tmp_path, capsys) -> None:
     assert main(["predict", str(image_dir), "--model", str(isic_model_file), "--backend", "onnx", "--out", str(tmp_path / "p.csv")]) == 2
-    assert "--backend onnx needs --model FILE.onnx" in capsys.readouterr().err
+    assert "--backend onnx needs one --model FILE.onnx" in capsys.readouterr().err
     onnx_path = tmp_path / "m.onnx"
     onnx_path.write_bytes(b"x")
     assert main(["predict", str(image_dir), "--model", str(onnx_path), "--out", str(tmp_path / "p.csv")]) == 2
