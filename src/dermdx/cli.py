@@ -16,9 +16,14 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dermdx.default_model import default_model_path
 from dermdx.inference import DISCLAIMER, OUTPUT_FORMATS
+
+if TYPE_CHECKING:
+    from dermdx.ensemble import EnsemblePredictor
+    from dermdx.inference import Predictor
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from dermdx.config import load_config
@@ -44,17 +49,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint_predictor(models: list[str | Path], args: argparse.Namespace) -> Predictor | EnsemblePredictor:
+    """One model file: its Predictor; several: the mean of them (EnsemblePredictor)."""
+    from dermdx.ensemble import EnsemblePredictor
+    from dermdx.inference import Predictor
+
+    options = {"batch_size": args.batch_size, "num_workers": args.workers, "tta": args.tta}
+    return Predictor.from_checkpoint(models[0], **options) if len(models) == 1 else EnsemblePredictor.from_checkpoints(models, **options)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dermdx.config import DataConfig, load_config
     from dermdx.data.adapters import load_manifest
     from dermdx.data.splits import train_val_indices
-    from dermdx.ensemble import EnsemblePredictor
     from dermdx.evaluation import evaluate
-    from dermdx.inference import Predictor
 
-    options = {"batch_size": args.batch_size, "num_workers": args.workers, "tta": args.tta}
-    models = args.model or [default_model_path()]
-    predictor = Predictor.from_checkpoint(models[0], **options) if len(models) == 1 else EnsemblePredictor.from_checkpoints(models, **options)
+    predictor = _checkpoint_predictor(args.model or [default_model_path()], args)
     if args.config:
         config = load_config(args.config, args.set)
         manifest = load_manifest(config.data)
@@ -77,17 +87,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from dermdx.inference import Predictor, predictions_frame
 
     manifest = read_images(args.images)
-    options = {"batch_size": args.batch_size, "num_workers": args.workers, "tta": args.tta}
     models = args.model or [default_model_path()]
     if args.backend == "onnx":
         if len(models) != 1 or Path(models[0]).suffix != ".onnx":
             raise ValueError(f"--backend onnx needs one --model FILE.onnx (write one with dermdx export --format onnx), got --model {' '.join(args.model or [])}")
-        predictor = Predictor.from_onnx(models[0], **options)
+        predictor = Predictor.from_onnx(models[0], batch_size=args.batch_size, num_workers=args.workers, tta=args.tta)
     else:
         for model in models:
             if Path(model).suffix == ".onnx":
                 raise ValueError(f"--model {model} is an ONNX file; add --backend onnx")
-        predictor = Predictor.from_checkpoint(models[0], **options) if len(models) == 1 else EnsemblePredictor.from_checkpoints(models, **options)
+        predictor = _checkpoint_predictor(models, args)
     if args.metadata:
         members = predictor.members if isinstance(predictor, EnsemblePredictor) else [predictor]
         if all(member.info.meta_schema is None for member in members):

@@ -10,11 +10,12 @@ soft label of that row. The student then minimises
 class weights (the run's ``weighted_ce`` weights), each row's KL term is weighted by its true
 class's weight, exactly as the weighted cross-entropy weights its rows: an unweighted soft term
 let the 70% nevi dominate again (HAM10000 fold 0: nv recall up, akiec and df down, balanced
-accuracy 0.653 -> 0.604; docs/benchmarks.md). Only
-training rows are given to the teachers, so the selection and held-out rows stay unseen by the
-soft labels; the teachers themselves must not have trained on the student's held-out rows, which
-a caller guarantees by using teachers trained on the same split (their data fingerprints are
-recorded). The soft labels are cached beside the run, keyed by the teachers' SHA-256 and the
+accuracy 0.653 -> 0.604; docs/benchmarks.md).
+
+Only training rows are given to the teachers, so the selection and held-out rows stay unseen by
+the soft labels; the teachers themselves must not have trained on the student's held-out rows,
+which a caller guarantees by using teachers trained on the same split (their data fingerprints
+are recorded). The soft labels are cached beside the run, keyed by the teachers' SHA-256 and the
 training rows, so a resumed run reuses them. timm and torch have no distillation loss over a
 dataset's rows, hence this module.
 """
