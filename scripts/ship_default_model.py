@@ -1,10 +1,19 @@
-"""Copy a trained, calibrated model into the package as the default model and record its hash.
+"""Copy trained, calibrated models into the package and record their hashes and how they were made.
 
-    python scripts/ship_default_model.py runs/default_model/model.safetensors \
-        --config configs/default_model.yaml --cv-summary runs/bench/summary.md
+The default single network (diagnose heatmaps, OOD detector, clinical heads, serve, export):
 
-Writes src/dermdx/weights/default.safetensors and default.json (SHA-256, size, model
-description, config and the commands that made it). Refuses files over 25 MB.
+    python scripts/ship_default_model.py runs/default_model/model.safetensors --config configs/default_model.yaml
+
+The default classifier (``dermdx predict`` / ``evaluate`` without ``--model``), the mean of
+several networks, with the held-out evaluation of the same recipe on one fold as its validation:
+
+    python scripts/ship_default_model.py --ensemble \
+        runs/default_ensemble_160/model.safetensors runs/default_ensemble_192/model.safetensors \
+        --config configs/default_ensemble_160.yaml --config configs/default_ensemble_192.yaml \
+        --validation runs/multisource_ensemble_eval_d4/metrics.json
+
+Writes into src/dermdx/weights/: ``default.safetensors`` + ``default.json``, or
+``default_ensemble_<i>.safetensors`` + ``default_ensemble.json``. Refuses files over 25 MB.
 """
 
 from __future__ import annotations
@@ -16,42 +25,125 @@ from datetime import date
 from pathlib import Path
 
 from dermdx.checkpoint import file_sha256, read_info
-from dermdx.default_model import DEFAULT_MODEL, DEFAULT_RECORD
+from dermdx.default_model import (
+    DEFAULT_ENSEMBLE_RECORD,
+    DEFAULT_MODEL,
+    DEFAULT_RECORD,
+    WEIGHTS_DIR,
+)
 
 MAX_BYTES = 25 * 1024 * 1024
+LICENCE = ("weights trained on HAM10000 (CC BY-NC 4.0) and, where the config lists them, Derm7pt and PH2 "
+           "(research use only): non-commercial research use only")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model")
-    parser.add_argument("--config", default="configs/default_model.yaml")
-    args = parser.parse_args()
-    source = Path(args.model)
+def _checked_source(path: str) -> Path:
+    source = Path(path)
+    if not source.is_file():
+        raise SystemExit(f"{source}: no such model file (train it first with dermdx train CONFIG)")
     if source.stat().st_size > MAX_BYTES:
         raise SystemExit(f"{source} is {source.stat().st_size / 1e6:.1f} MB; shipped files must be at most 25 MB")
+    return source
+
+
+def _commands(source: Path, config: str) -> list[str]:
+    return [
+        f"dermdx train {config}",
+        f"dermdx calibrate --model {source} --config {config} --out {source.parent / 'calibration'}",
+    ]
+
+
+def _describe(source: Path, target: Path, config: str) -> dict:
+    """What a record says of one shipped file: hash, size, model, data, selection and calibration."""
     info = read_info(source)
-    DEFAULT_MODEL.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, DEFAULT_MODEL)
-    record = {
-        "file": DEFAULT_MODEL.name,
-        "sha256": file_sha256(DEFAULT_MODEL),
-        "size_bytes": DEFAULT_MODEL.stat().st_size,
-        "released": str(date.today()),
+    if not info.calibration:
+        raise SystemExit(f"{source} is not calibrated; run: dermdx calibrate --model {source} --config {config} --out {source.parent / 'calibration'}")
+    return {
+        "file": target.name,
+        "sha256": file_sha256(target),
+        "size_bytes": target.stat().st_size,
         "model_name": info.model_name,
+        "image_size": info.preprocess.image_size,
         "classes": info.classes,
         "training_data_fingerprint": info.data_fingerprint,
         "selection_metrics": info.metrics,
         "calibration": info.calibration,
-        "config": args.config,
-        "commands": [
-            f"dermdx train {args.config}",
-            f"dermdx calibrate --model {source} --config {args.config} --out {source.parent / 'calibration'}",
-            f"python scripts/ship_default_model.py {source} --config {args.config}",
-        ],
-        "licence": "weights trained on HAM10000 (CC BY-NC 4.0): non-commercial use only",
+        "config": config,
+        "commands": _commands(source, config),
     }
+
+
+def ship_single(model: str, config: str) -> None:
+    source = _checked_source(model)
+    DEFAULT_MODEL.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, DEFAULT_MODEL)
+    record = _describe(source, DEFAULT_MODEL, config)
+    record["released"] = str(date.today())
+    record["commands"].append(f"python scripts/ship_default_model.py {source} --config {config}")
+    record["licence"] = LICENCE
     DEFAULT_RECORD.write_text(json.dumps(record, indent=2) + "\n")
     print(f"shipped {DEFAULT_MODEL} ({record['size_bytes'] / 1e6:.1f} MB, sha256 {record['sha256']})")
+
+
+def _validation_summary(path: str) -> dict:
+    """The figures of a ``dermdx evaluate`` of the same recipe on held-out rows (metrics.json)."""
+    metrics = json.loads(Path(path).read_text())
+    overall = metrics["overall"]
+    keys = ("n", "balanced_accuracy", "mel_auc", "macro_auc", "accuracy", "ece", "mel_sensitivity_at_80_specificity")
+    summary = {"metrics_file": str(path), "title": metrics.get("title"), "overall": {k: overall.get(k) for k in keys}, "ci95": overall.get("ci95")}
+    summary["per_centre"] = {
+        centre: {k: values.get(k) for k in ("n", "balanced_accuracy", "mel_auc")}
+        for centre, values in metrics.get("subgroups", {}).get("centre", {}).items()
+    }
+    extra = metrics.get("extra", {})
+    summary["models"] = {"model": extra.get("model"), "sha256": extra.get("member_sha256") or extra.get("model_sha256")}
+    return summary
+
+
+def ship_ensemble(models: list[str], configs: list[str], validation: str | None) -> None:
+    if len(models) < 2:
+        raise SystemExit("--ensemble needs at least two model files")
+    if len(configs) != len(models):
+        raise SystemExit(f"--ensemble needs one --config per model ({len(models)} models, {len(configs)} configs)")
+    sources = [_checked_source(m) for m in models]
+    classes = [read_info(s).classes for s in sources]
+    if any(c != classes[0] for c in classes):
+        raise SystemExit(f"ensemble members must have the same classes in the same order: {classes}")
+    for old in WEIGHTS_DIR.glob("default_ensemble_*.safetensors"):
+        old.unlink()
+    members = []
+    for index, (source, config) in enumerate(zip(sources, configs, strict=True)):
+        target = WEIGHTS_DIR / f"default_ensemble_{index}.safetensors"
+        shutil.copyfile(source, target)
+        members.append(_describe(source, target, config))
+    record = {
+        "kind": "ensemble: mean of the members' temperature-scaled probabilities",
+        "released": str(date.today()),
+        "classes": classes[0],
+        "members": members,
+        "validation": _validation_summary(validation) if validation else None,
+        "ship_command": " ".join(["python scripts/ship_default_model.py --ensemble", *map(str, sources),
+                                  *(f"--config {c}" for c in configs), *([f"--validation {validation}"] if validation else [])]),
+        "licence": LICENCE,
+    }
+    DEFAULT_ENSEMBLE_RECORD.write_text(json.dumps(record, indent=2) + "\n")
+    total = sum(m["size_bytes"] for m in members) / 1e6
+    print(f"shipped the default classifier: {len(members)} members, {total:.1f} MB, record {DEFAULT_ENSEMBLE_RECORD}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", help="model.safetensors written by dermdx train and calibrated by dermdx calibrate")
+    parser.add_argument("--config", action="append", help="the config that trained each model, in the same order")
+    parser.add_argument("--ensemble", action="store_true", help="ship the models as the default classifier (their mean)")
+    parser.add_argument("--validation", help="metrics.json of a held-out evaluation of the same recipe (recorded with the ensemble)")
+    args = parser.parse_args()
+    if args.ensemble:
+        ship_ensemble(args.models, args.config or [], args.validation)
+    else:
+        if len(args.models) != 1:
+            raise SystemExit("the single default network is one model file; use --ensemble for several")
+        ship_single(args.models[0], (args.config or ["configs/default_model.yaml"])[0])
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The shipped model: present with a matching hash, or a clear 'none ships yet'."""
+"""The shipped single network and classifier ensemble: present with matching hashes, or a clear 'none ships yet'."""
 
 import shutil
 
@@ -31,3 +31,106 @@ def test_a_replaced_default_model_is_refused(tmp_path, isic_model_file, monkeypa
         default_model.default_model_path()
     (weights / "default.json").write_text('{"sha256": "%s"}' % file_sha256(isic_model_file))
     assert default_model.default_model_path() == weights / "default.safetensors"
+
+
+def _ship_script():
+    """scripts/ship_default_model.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "ship_default_model.py"
+    spec = importlib.util.spec_from_file_location("ship_default_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _calibrated_copy(source, target, temperature: float):
+    """``source`` with a calibration temperature recorded, as ``dermdx calibrate`` would leave it."""
+    from safetensors.torch import load_file
+
+    from dermdx.checkpoint import read_info, save_model
+    from dermdx.models import create_model
+
+    info = read_info(source)
+    info.calibration = {"method": "temperature", "temperature": temperature}
+    model = create_model(info.model_name, num_classes=len(info.classes))
+    model.load_state_dict(load_file(str(source)))
+    save_model(target, model, info)
+    return target
+
+
+@pytest.fixture
+def weights_dir(tmp_path, monkeypatch):
+    """The package's weights folder, moved to tmp_path for the script and the loader alike."""
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    ship = _ship_script()
+    for module in (default_model, ship):
+        monkeypatch.setattr(module, "WEIGHTS_DIR", weights)
+        monkeypatch.setattr(module, "DEFAULT_ENSEMBLE_RECORD", weights / "default_ensemble.json")
+    return weights, ship
+
+
+def test_the_shipped_classifier_matches_its_recorded_hashes() -> None:
+    if not default_model.DEFAULT_ENSEMBLE_RECORD.is_file():
+        pytest.skip("no default classifier ships in this version")
+    record = default_model.default_classifier_record()
+    paths = default_model.default_classifier_paths()
+    assert len(paths) == len(record["members"]) >= 2
+    for path, member in zip(paths, record["members"], strict=True):
+        assert file_sha256(path) == member["sha256"]
+        assert path.stat().st_size <= 25 * 1024 * 1024
+        assert member["classes"] == record["classes"] == ["mel", "nv", "bcc", "akiec", "bkl", "df", "vasc"]
+        assert member["calibration"]["temperature"] > 0
+
+
+def test_an_ensemble_ships_and_a_replaced_member_is_refused(tmp_path, isic_model_file, weights_dir) -> None:
+    _, ship = weights_dir
+    with pytest.raises(FileNotFoundError, match="no default classifier ships"):
+        default_model.default_classifier_paths()
+    first = _calibrated_copy(isic_model_file, tmp_path / "a.safetensors", 1.5)
+    second = _calibrated_copy(isic_model_file, tmp_path / "b.safetensors", 2.0)
+    ship.ship_ensemble([str(first), str(second)], ["a.yaml", "b.yaml"], None)
+    paths = default_model.default_classifier_paths()
+    assert [p.name for p in paths] == ["default_ensemble_0.safetensors", "default_ensemble_1.safetensors"]
+    record = default_model.default_classifier_record()
+    assert [m["config"] for m in record["members"]] == ["a.yaml", "b.yaml"]
+    assert [m["calibration"]["temperature"] for m in record["members"]] == [1.5, 2.0]
+    paths[1].write_bytes(paths[0].read_bytes())
+    with pytest.raises(ValueError, match="damaged or replaced"):
+        default_model.default_classifier_paths()
+    paths[1].unlink()
+    with pytest.raises(FileNotFoundError, match="default_ensemble_1.safetensors is missing"):
+        default_model.default_classifier_paths()
+
+
+def test_the_ship_script_refuses_uncalibrated_or_unmatched_input(tmp_path, isic_model_file, weights_dir) -> None:
+    _, ship = weights_dir
+    calibrated = _calibrated_copy(isic_model_file, tmp_path / "a.safetensors", 1.5)
+    with pytest.raises(SystemExit, match="not calibrated"):
+        ship.ship_ensemble([str(calibrated), str(isic_model_file)], ["a.yaml", "b.yaml"], None)
+    with pytest.raises(SystemExit, match="one --config per model"):
+        ship.ship_ensemble([str(calibrated), str(calibrated)], ["a.yaml"], None)
+    with pytest.raises(SystemExit, match="no such model file"):
+        ship.ship_ensemble([str(calibrated), str(tmp_path / "nope.safetensors")], ["a.yaml", "b.yaml"], None)
+
+
+def test_predict_without_a_model_uses_every_member_of_the_default_classifier(tmp_path, isic_model_file, weights_dir, jpeg) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from dermdx.cli import main
+
+    _, ship = weights_dir
+    first = _calibrated_copy(isic_model_file, tmp_path / "a.safetensors", 0.5)
+    second = _calibrated_copy(isic_model_file, tmp_path / "b.safetensors", 4.0)
+    ship.ship_ensemble([str(first), str(second)], ["a.yaml", "b.yaml"], None)
+    jpeg(tmp_path / "ISIC_1.jpg", size=64)
+    args = [str(tmp_path / "ISIC_1.jpg"), "--format", "isic2018", "--workers", "0", "--tta", "none"]
+    assert main(["predict", *args, "--out", str(tmp_path / "default.csv")]) == 0
+    assert main(["predict", *args, "--model", str(first), "--model", str(second), "--out", str(tmp_path / "both.csv")]) == 0
+    assert main(["predict", *args, "--model", str(first), "--out", str(tmp_path / "one.csv")]) == 0
+    default, both, one = (pd.read_csv(tmp_path / f"{name}.csv").iloc[0, 1:].to_numpy(float) for name in ("default", "both", "one"))
+    np.testing.assert_allclose(default, both, atol=1e-6)
+    assert not np.allclose(default, one, atol=1e-4)

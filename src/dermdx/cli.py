@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dermdx.default_model import default_model_path
+from dermdx.default_model import default_classifier_paths, default_model_path
 from dermdx.inference import DISCLAIMER, OUTPUT_FORMATS
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dermdx.data.splits import train_val_indices
     from dermdx.evaluation import evaluate
 
-    predictor = _checkpoint_predictor(args.model or [default_model_path()], args)
+    predictor = _checkpoint_predictor(args.model or default_classifier_paths(), args)
     if args.config:
         config = load_config(args.config, args.set)
         manifest = load_manifest(config.data)
@@ -87,7 +87,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from dermdx.inference import Predictor, predictions_frame
 
     manifest = read_images(args.images)
-    models = args.model or [default_model_path()]
+    models = args.model or default_classifier_paths()
     if args.backend == "onnx":
         if len(models) != 1 or Path(models[0]).suffix != ".onnx":
             raise ValueError(f"--backend onnx needs one --model FILE.onnx (write one with dermdx export --format onnx), got --model {' '.join(args.model or [])}")
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(run=_cmd_train)
 
     evaluate = commands.add_parser("evaluate", help="metrics, plots and an HTML report for a model on labelled data")
-    evaluate.add_argument("--model", action="append", help="model.safetensors (default: the shipped model); give it several times to score the mean of several models (an ensemble)")
+    evaluate.add_argument("--model", action="append", help="model.safetensors (default: the shipped classifier, an ensemble); give it several times to score the mean of several models (an ensemble)")
     evaluate.add_argument("--config", help="a training config: evaluate on its held-out split")
     evaluate.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     evaluate.add_argument("--data", help="a labelled data set (CSV or folder) to evaluate on, all rows")
@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="class probabilities for image files and folders")
     predict.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
-    predict.add_argument("--model", action="append", help="model.safetensors (default: the shipped model); give it several times to average several models (an ensemble)")
+    predict.add_argument("--model", action="append", help="model.safetensors (default: the shipped classifier, an ensemble); give it several times to average several models (an ensemble)")
     predict.add_argument("--out", required=True, help="CSV to write")
     predict.add_argument("--format", default="dermdx", choices=OUTPUT_FORMATS)
     predict.add_argument("--metadata", help="CSV with image (file name without extension), age, sex, site: used by models that fuse metadata")
@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(run=_cmd_predict)
 
     export = commands.add_parser("export", help="export a model to ONNX, checked against PyTorch")
-    export.add_argument("--model", help="model.safetensors (default: the shipped model)")
+    export.add_argument("--model", help="model.safetensors (default: the shipped single network)")
     export.add_argument("--format", default="onnx", choices=("onnx",), help="export format")
     export.add_argument("--out", required=True, help="the .onnx file to write")
     export.add_argument("--parity", nargs="+", type=Path, metavar="IMAGES_OR_DIRS", help="images to compare PyTorch and ONNX Runtime on (default: 4 seeded random inputs)")
@@ -308,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=f"Probabilities for every class, a top-3 differential, malignancy risk, abstention with its reason and a CAM heatmap. {DISCLAIMER}",
     )
     diagnose.add_argument("image", help="the dermoscopic image")
-    diagnose.add_argument("--model", help="model.safetensors (default: the shipped model)")
+    diagnose.add_argument("--model", help="model.safetensors (default: the shipped single network)")
     diagnose.add_argument("--age", help="patient age in years (used if the model fuses metadata)")
     diagnose.add_argument("--sex", help="male or female")
     diagnose.add_argument("--site", help="body site, one the model knows (e.g. back, face)")
@@ -331,7 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(run=_cmd_data_check)
 
     serve = commands.add_parser("serve", help="the clinician web service: REST API, web page, case database (needs the [serve] extra)")
-    serve.add_argument("--model", help="model.safetensors (default: the shipped model)")
+    serve.add_argument("--model", help="model.safetensors (default: the shipped single network)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--data-dir", default="~/.dermdx", help="folder for the SQLite database and uploaded images (default ~/.dermdx)")

@@ -1,7 +1,17 @@
-"""The model that ships with dermdx: where it is, and a check that it is the file we released.
+"""The models that ship with dermdx: where they are, and a check that they are the files we released.
 
-``weights/default.json`` records the SHA-256 of ``weights/default.safetensors`` and how it was
-made; ``default_model_path()`` refuses a file whose hash differs (damaged or replaced weights).
+Two things ship, because two jobs need different things:
+
+* the **default classifier** (``weights/default_ensemble.json``): the most accurate measured
+  recipe, the mean of several networks (``default_classifier_paths()``). ``dermdx predict`` and
+  ``dermdx evaluate`` use it when ``--model`` is left out.
+* the **default single network** (``weights/default.json``, ``default_model_path()``): one
+  network, for what needs one network's gradients or features (``diagnose`` heatmaps, the
+  out-of-distribution detector and the clinical heads fitted on its features, ``serve``, ONNX
+  export for phones).
+
+Each record holds the SHA-256 of its files and how they were made; a file whose hash differs is
+refused (damaged or replaced weights).
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from dermdx.checkpoint import check_sha256
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_MODEL = WEIGHTS_DIR / "default.safetensors"
 DEFAULT_RECORD = WEIGHTS_DIR / "default.json"
+DEFAULT_ENSEMBLE_RECORD = WEIGHTS_DIR / "default_ensemble.json"
 
 
 def default_model_record() -> dict:
@@ -35,3 +46,30 @@ def default_model_path() -> Path:
         raise FileNotFoundError(f"the default model file {DEFAULT_MODEL} is missing; reinstall dermdx or pass --model PATH")
     check_sha256(DEFAULT_MODEL, record["sha256"], expected_from="the released", fix=", reinstall dermdx")
     return DEFAULT_MODEL
+
+
+def default_classifier_record() -> dict:
+    """The release record of the default classifier: its members (file, SHA-256, config, commands) and validation."""
+    if not DEFAULT_ENSEMBLE_RECORD.is_file():
+        raise FileNotFoundError(f"no default classifier ships with this dermdx ({DEFAULT_ENSEMBLE_RECORD} is missing): pass --model PATH")
+    record = json.loads(DEFAULT_ENSEMBLE_RECORD.read_text())
+    if not record.get("members"):
+        raise ValueError(f"{DEFAULT_ENSEMBLE_RECORD} lists no member models; reinstall dermdx or pass --model PATH")
+    return record
+
+
+def default_classifier_paths() -> list[Path]:
+    """The default classifier's member files, each checked against its recorded SHA-256.
+
+    Raises:
+        FileNotFoundError: no default classifier ships, or a member file is missing.
+        ValueError: a member's SHA-256 differs from the recorded one, or the record lists none.
+    """
+    paths = []
+    for member in default_classifier_record()["members"]:
+        path = WEIGHTS_DIR / member["file"]
+        if not path.is_file():
+            raise FileNotFoundError(f"the default classifier's member {path} is missing; reinstall dermdx or pass --model PATH")
+        check_sha256(path, member["sha256"], expected_from="the released", fix=", reinstall dermdx")
+        paths.append(path)
+    return paths
