@@ -130,3 +130,25 @@ def test_metadata_for_an_image_only_model_is_refused(isic_model_file, tmp_path, 
     (tmp_path / "m.csv").write_text("image,age\na,40\n")
     assert main(["predict", str(tmp_path / "a.jpg"), "--model", str(isic_model_file), "--out", str(tmp_path / "p.csv"), "--metadata", str(tmp_path / "m.csv")]) == 2
     assert "trained on images only" in capsys.readouterr().err
+
+
+def test_evaluate_without_metadata_hides_it_from_a_fusion_model_only(tiny_run_config, learnable_folder, tmp_path) -> None:
+    from dermdx.config import DataConfig
+    from dermdx.data.adapters import load_manifest
+    from dermdx.evaluation import evaluate
+    from dermdx.inference import Predictor
+    from dermdx.training import fit
+
+    tiny_run_config.model.fusion = "concat"
+    fit(tiny_run_config, stop_after=1)
+    predictor = Predictor.from_checkpoint(tmp_path / "run" / "model.safetensors")
+    manifest = load_manifest(DataConfig(format="folder", path=str(learnable_folder)))
+    manifest.frame["age"] = 85.0
+    manifest.frame["sex"] = ["female", "male"] * (len(manifest.frame) // 2) + ["female"] * (len(manifest.frame) % 2)
+    with_meta = evaluate(predictor, manifest, tmp_path / "with", n_bootstrap=10)
+    without = evaluate(predictor, manifest, tmp_path / "without", n_bootstrap=10, use_metadata=False)
+    assert with_meta["extra"]["metadata_given_to_model"] and not without["extra"]["metadata_given_to_model"]
+    assert set(without["subgroups"]["sex"]) == {"female", "male"}  # subgroups still read the metadata
+    probs = [pd.read_csv(tmp_path / name / "predictions.csv").filter(like="prob_").to_numpy() for name in ("with", "without")]
+    assert not np.allclose(*probs, atol=1e-4)
+    assert manifest.frame["age"].eq(85.0).all()  # the caller's manifest is untouched

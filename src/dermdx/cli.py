@@ -74,7 +74,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         manifest = load_manifest(DataConfig(format=args.format, path=args.data, image_root=args.image_root))
     else:
         raise ValueError("evaluate needs --config CONFIG.yaml (its held-out split) or --data PATH")
-    metrics = evaluate(predictor, manifest, args.out, n_bootstrap=args.bootstrap)
+    metrics = evaluate(predictor, manifest, args.out, n_bootstrap=args.bootstrap, use_metadata=not args.no_metadata)
     overall = metrics["overall"]
     print(f"{overall['n']} images: balanced accuracy {overall['balanced_accuracy']:.4f}; report {Path(args.out) / 'report.html'}")
     return 0
@@ -251,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--image-root", help="folder of the images of --data, if not the default")
     evaluate.add_argument("--out", required=True, help="output folder for metrics.json, plots and report.html")
     evaluate.add_argument("--bootstrap", type=int, default=1000)
+    evaluate.add_argument("--no-metadata", action="store_true", help="hide age, sex and site from the model (a fusion model as used without metadata); subgroups still use them")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--tta", default="none", choices=("none", "flip", "d4"), help="test-time augmentation: average over flips (flip) or all 8 rotations/flips (d4)")
     evaluate.add_argument("--workers", type=int, default=2)

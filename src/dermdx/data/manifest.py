@@ -63,6 +63,14 @@ class Manifest:
     def subset(self, index: np.ndarray | list[int]) -> Manifest:
         return Manifest(self.frame.iloc[np.asarray(index)].copy(), self.root, self.source)
 
+    def without_metadata(self) -> Manifest:
+        """A copy with age, sex and site blanked: what a model sees when no metadata is given."""
+        frame = self.frame.copy()
+        frame["age"] = np.nan
+        frame["sex"] = ""
+        frame["site"] = ""
+        return Manifest(frame, self.root, self.source)
+
     def label_indices(self, classes: list[str] | tuple[str, ...]) -> np.ndarray:
         """Labels as integer indices into ``classes``; raises naming the first unknown label."""
         lookup = {name: i for i, name in enumerate(classes)}
