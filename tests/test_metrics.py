@@ -318,3 +318,31 @@ def test_age_bands_sort_in_age_order_in_subgroups():
     ages = [80] * 10 + [20] * 10 + [50] * 10 + [None] * 10 + [35] * 10
     out = subgroup_metrics(y, p, CLASSES, {"age_band": age_band(ages)}, n_bootstrap=0)
     assert list(out["age_band"]) == ["<30", "30-44", "45-59", "75+", "unknown"]
+
+
+def test_paired_difference_of_a_model_with_itself_is_exactly_zero():
+    from dermdx.metrics import paired_difference
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 200)
+    probs = rng.dirichlet(np.ones(3), 200)
+    result = paired_difference(y, probs, probs, ["mel", "nv", "bcc"], n_bootstrap=200)
+    for row in result.values():
+        assert row["difference"] == 0.0 and row["ci95"] == [0.0, 0.0] and row["share_a_better"] == 0.0
+
+
+def test_paired_difference_sees_a_better_model_and_its_sign():
+    from dermdx.metrics import paired_difference
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 300)
+    noise = rng.dirichlet(np.ones(3), 300)
+    good = 0.5 * np.eye(3)[y] + 0.5 * noise
+    result = paired_difference(y, good, noise, ["mel", "nv", "bcc"], n_bootstrap=300)
+    ba = result["balanced_accuracy"]
+    assert ba["difference"] > 0.3 and ba["ci95"][0] > 0.2 and ba["share_a_better"] == 1.0
+    assert result["mel_auc"]["difference"] > 0
+    flipped = paired_difference(y, noise, good, ["mel", "nv", "bcc"], n_bootstrap=300)["balanced_accuracy"]
+    assert flipped["difference"] == -ba["difference"] and flipped["ci95"][1] < -0.2
+    with pytest.raises(ValueError, match="same rows and classes"):
+        paired_difference(y, good, noise[:10], ["mel", "nv", "bcc"])

@@ -552,3 +552,55 @@ def age_band(ages: Any) -> list[str]:
         else:
             bands.append("75+")
     return bands
+
+
+def paired_difference(
+    y_true: Any,
+    probs_a: Any,
+    probs_b: Any,
+    classes: Sequence[str],
+    *,
+    positive: str | None = "mel",
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+) -> dict[str, dict[str, float | list[float] | None]]:
+    """A minus B on the same rows, with a paired bootstrap: both are scored on the same resamples.
+
+    Two models' separate intervals overlap even when one is better on nearly every resample; the
+    paired interval of the difference answers "is A better than B on these images?".
+
+    Returns:
+        Per metric (``balanced_accuracy``, ``macro_auc``, ``<positive>_auc``): ``a``, ``b``,
+        ``difference`` (a - b), ``ci95`` of the difference and ``share_a_better`` (resamples).
+
+    Raises:
+        ValueError: the probability tables differ in shape or do not match ``y_true``.
+    """
+    a, b = np.asarray(probs_a, dtype=np.float64), np.asarray(probs_b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"probs_a {a.shape} and probs_b {b.shape} must score the same rows and classes")
+    y = np.asarray(y_true, dtype=np.int64)
+    names = list(classes)
+    metrics_a = compute_metrics(y, a, names, positive=positive, n_bootstrap=0)
+    metrics_b = compute_metrics(y, b, names, positive=positive, n_bootstrap=0)
+    n = len(y)
+    auc_classes = [k for k in range(len(names)) if 0 < int((y == k).sum()) < n]
+    positive_index = names.index(positive) if positive in names else None
+    # Same seed, same labels -> the same resamples (and the same skipped ones) for A and B.
+    kept_a, _ = _bootstrap(y, a, auc_classes, positive_index, int(n_bootstrap), seed)
+    kept_b, _ = _bootstrap(y, b, auc_classes, positive_index, int(n_bootstrap), seed)
+    pairs = {"balanced_accuracy": "balanced_accuracy", "macro_auc": "macro_auc"}
+    if positive_index is not None:
+        pairs[f"{positive}_auc"] = "positive_auc"
+    out: dict[str, dict[str, float | list[float] | None]] = {}
+    for name, key in pairs.items():
+        va, vb = metrics_a.get(name), metrics_b.get(name)
+        diffs = kept_a[key] - kept_b[key] if key in kept_a and key in kept_b else None
+        out[name] = {
+            "a": va,
+            "b": vb,
+            "difference": None if va is None or vb is None else float(va - vb),
+            "ci95": _percentile_interval(diffs),
+            "share_a_better": None if diffs is None else float(np.mean(diffs > 0)),
+        }
+    return out
