@@ -24,7 +24,7 @@ import shutil
 from datetime import date
 from pathlib import Path
 
-from dermdx.checkpoint import file_sha256, read_info
+from dermdx.checkpoint import ModelInfo, file_sha256, read_info
 from dermdx.default_model import (
     DEFAULT_ENSEMBLE_RECORD,
     DEFAULT_MODEL,
@@ -37,27 +37,26 @@ LICENCE = ("weights trained on HAM10000 (CC BY-NC 4.0) and, where the config lis
            "(research use only): non-commercial research use only")
 
 
-def _checked_source(path: str) -> Path:
+def _calibrate_command(source: Path, config: str) -> str:
+    return f"dermdx calibrate --model {source} --config {config} --out {source.parent / 'calibration'}"
+
+
+def _checked_source(path: str, config: str) -> tuple[Path, ModelInfo]:
+    """The model file and its description, refused before anything shipped is touched if it
+    is missing, over 25 MB or not calibrated."""
     source = Path(path)
     if not source.is_file():
         raise SystemExit(f"{source}: no such model file (train it first with dermdx train CONFIG)")
     if source.stat().st_size > MAX_BYTES:
         raise SystemExit(f"{source} is {source.stat().st_size / 1e6:.1f} MB; shipped files must be at most 25 MB")
-    return source
-
-
-def _commands(source: Path, config: str) -> list[str]:
-    return [
-        f"dermdx train {config}",
-        f"dermdx calibrate --model {source} --config {config} --out {source.parent / 'calibration'}",
-    ]
-
-
-def _describe(source: Path, target: Path, config: str) -> dict:
-    """What a record says of one shipped file: hash, size, model, data, selection and calibration."""
     info = read_info(source)
     if not info.calibration:
-        raise SystemExit(f"{source} is not calibrated; run: dermdx calibrate --model {source} --config {config} --out {source.parent / 'calibration'}")
+        raise SystemExit(f"{source} is not calibrated; run: {_calibrate_command(source, config)}")
+    return source, info
+
+
+def _describe(source: Path, info: ModelInfo, target: Path, config: str) -> dict:
+    """What a record says of one shipped file: hash, size, model, data, selection and calibration."""
     return {
         "file": target.name,
         "sha256": file_sha256(target),
@@ -69,15 +68,15 @@ def _describe(source: Path, target: Path, config: str) -> dict:
         "selection_metrics": info.metrics,
         "calibration": info.calibration,
         "config": config,
-        "commands": _commands(source, config),
+        "commands": [f"dermdx train {config}", _calibrate_command(source, config)],
     }
 
 
 def ship_single(model: str, config: str) -> None:
-    source = _checked_source(model)
+    source, info = _checked_source(model, config)
     DEFAULT_MODEL.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, DEFAULT_MODEL)
-    record = _describe(source, DEFAULT_MODEL, config)
+    record = _describe(source, info, DEFAULT_MODEL, config)
     record["released"] = str(date.today())
     record["commands"].append(f"python scripts/ship_default_model.py {source} --config {config}")
     record["licence"] = LICENCE
@@ -105,23 +104,26 @@ def ship_ensemble(models: list[str], configs: list[str], validation: str | None)
         raise SystemExit("--ensemble needs at least two model files")
     if len(configs) != len(models):
         raise SystemExit(f"--ensemble needs one --config per model ({len(models)} models, {len(configs)} configs)")
-    sources = [_checked_source(m) for m in models]
-    classes = [read_info(s).classes for s in sources]
+    checked = [_checked_source(m, c) for m, c in zip(models, configs, strict=True)]
+    classes = [info.classes for _, info in checked]
     if any(c != classes[0] for c in classes):
         raise SystemExit(f"ensemble members must have the same classes in the same order: {classes}")
+    summary = _validation_summary(validation) if validation else None
+    # Every check is done: only now are the shipped files replaced.
     for old in WEIGHTS_DIR.glob("default_ensemble_*.safetensors"):
         old.unlink()
     members = []
-    for index, (source, config) in enumerate(zip(sources, configs, strict=True)):
+    for index, ((source, info), config) in enumerate(zip(checked, configs, strict=True)):
         target = WEIGHTS_DIR / f"default_ensemble_{index}.safetensors"
         shutil.copyfile(source, target)
-        members.append(_describe(source, target, config))
+        members.append(_describe(source, info, target, config))
+    sources = [source for source, _ in checked]
     record = {
         "kind": "ensemble: mean of the members' temperature-scaled probabilities",
         "released": str(date.today()),
         "classes": classes[0],
         "members": members,
-        "validation": _validation_summary(validation) if validation else None,
+        "validation": summary,
         "ship_command": " ".join(["python scripts/ship_default_model.py --ensemble", *map(str, sources),
                                   *(f"--config {c}" for c in configs), *([f"--validation {validation}"] if validation else [])]),
         "licence": LICENCE,

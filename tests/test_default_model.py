@@ -108,12 +108,17 @@ def test_an_ensemble_ships_and_a_replaced_member_is_refused(tmp_path, isic_model
 def test_the_ship_script_refuses_uncalibrated_or_unmatched_input(tmp_path, isic_model_file, weights_dir) -> None:
     _, ship = weights_dir
     calibrated = _calibrated_copy(isic_model_file, tmp_path / "a.safetensors", 1.5)
+    ship.ship_ensemble([str(calibrated), str(calibrated)], ["a.yaml", "b.yaml"], None)
+    shipped = default_model.default_classifier_record()
     with pytest.raises(SystemExit, match="not calibrated"):
         ship.ship_ensemble([str(calibrated), str(isic_model_file)], ["a.yaml", "b.yaml"], None)
     with pytest.raises(SystemExit, match="one --config per model"):
         ship.ship_ensemble([str(calibrated), str(calibrated)], ["a.yaml"], None)
     with pytest.raises(SystemExit, match="no such model file"):
         ship.ship_ensemble([str(calibrated), str(tmp_path / "nope.safetensors")], ["a.yaml", "b.yaml"], None)
+    # a refused release leaves the shipped classifier as it was
+    assert default_model.default_classifier_record() == shipped
+    assert len(default_model.default_classifier_paths()) == 2
 
 
 def test_predict_without_a_model_uses_every_member_of_the_default_classifier(tmp_path, isic_model_file, weights_dir, jpeg) -> None:
