@@ -42,7 +42,7 @@ case_num,diagnosis,diag5,sex,location,management,split,pigment_network,derm_path
 2,melanoma (in situ),MEL,male,back,excision,valid,atypical,images/a/d2.jpg,images/a/c2.jpg
 3,clark nevus,NEV,male,back,clinical follow up,train,typical,images/a/d3.jpg,images/a/c3.jpg
 4,melanosis,MISC,female,head neck,excision,train,absent,images/a/d4.jpg,images/a/c4.jpg
-5,lentigo,MISC,female,acral,no further examination,train,typical,images/a/d5.jpg,images/a/c5.jpg
+5,lentigo,MISC,female,lower limbs,no further examination,train,typical,images/a/d5.jpg,images/a/c5.jpg
 6,melanoma metastasis,MEL,male,chest,excision,valid,absent,images/a/d6.jpg,images/a/c6.jpg
 """
 
@@ -148,6 +148,7 @@ def test_derm7pt_diag5_and_modalities(tmp_path):
     assert list(f["lesion_id"]) == list(f["patient_id"]) == ["1", "2", "3", "4", "5", "6"]
     assert set(f["centre"]) == {"derm7pt"} and set(f["modality"]) == {"dermoscopy"}
     assert f["site"].iloc[3] == "head neck"
+    assert f["site"].iloc[4] == "lower extremity", "Derm7pt's site names map onto HAM10000's"
     assert {"diagnosis", "management", "split", "pigment_network"} <= set(f.columns)
     clinical = read_derm7pt(csv, modality="clinical").frame
     assert clinical["image"].iloc[0] == "images/a/c1.jpg" and set(clinical["modality"]) == {"clinical"}

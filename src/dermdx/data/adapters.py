@@ -139,8 +139,14 @@ def _sexes(values: Iterable[str], path: Path) -> list[str]:
     return out
 
 
+# Derm7pt names three body sites differently from HAM10000/ISIC; one vocabulary lets a fusion
+# model trained on both sources learn one weight per site instead of one per source's spelling.
+SITE_SYNONYMS = {"lower limbs": "lower extremity", "upper limbs": "upper extremity", "genital areas": "genital"}
+
+
 def _sites(values: Iterable[str]) -> list[str]:
-    return ["" if v.lower() in _MISSING else v.lower() for v in values]
+    sites = ["" if v.lower() in _MISSING else v.lower().strip() for v in values]
+    return [SITE_SYNONYMS.get(site, site) for site in sites]
 
 
 def _labels(values: Iterable[str], path: Path, column: str) -> list[str]:
