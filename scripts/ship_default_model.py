@@ -10,7 +10,8 @@ several networks, with the held-out evaluation of the same recipe on one fold as
     python scripts/ship_default_model.py --ensemble \
         runs/default_ensemble_160/model.safetensors runs/default_ensemble_192/model.safetensors \
         --config configs/default_ensemble_160.yaml --config configs/default_ensemble_192.yaml \
-        --validation runs/multisource_ensemble_eval_d4/metrics.json
+        --validation runs/multisource_ensemble_eval_d4/metrics.json \
+        [--ensemble-calibration runs/default_ensemble_calibration/ensemble_calibration.json]
 
 Writes into src/dermdx/weights/: ``default.safetensors`` + ``default.json``, or
 ``default_ensemble_<i>.safetensors`` + ``default_ensemble.json``. Refuses files over 25 MB.
@@ -24,6 +25,7 @@ import shutil
 from datetime import date
 from pathlib import Path
 
+from dermdx.calibration import read_ensemble_calibration
 from dermdx.checkpoint import ModelInfo, file_sha256, read_info
 from dermdx.default_model import (
     DEFAULT_ENSEMBLE_RECORD,
@@ -99,7 +101,7 @@ def _validation_summary(path: str) -> dict:
     return summary
 
 
-def ship_ensemble(models: list[str], configs: list[str], validation: str | None) -> None:
+def ship_ensemble(models: list[str], configs: list[str], validation: str | None, calibration: str | None = None) -> None:
     if len(models) < 2:
         raise SystemExit("--ensemble needs at least two model files")
     if len(configs) != len(models):
@@ -109,6 +111,12 @@ def ship_ensemble(models: list[str], configs: list[str], validation: str | None)
     if any(c != classes[0] for c in classes):
         raise SystemExit(f"ensemble members must have the same classes in the same order: {classes}")
     summary = _validation_summary(validation) if validation else None
+    ensemble_calibration = None
+    if calibration:
+        try:
+            ensemble_calibration = read_ensemble_calibration(calibration, [file_sha256(source) for source, _ in checked])
+        except (FileNotFoundError, ValueError) as error:
+            raise SystemExit(str(error)) from error
     # Every check is done: only now are the shipped files replaced.
     for old in WEIGHTS_DIR.glob("default_ensemble_*.safetensors"):
         old.unlink()
@@ -119,13 +127,20 @@ def ship_ensemble(models: list[str], configs: list[str], validation: str | None)
         members.append(_describe(source, info, target, config))
     sources = [source for source, _ in checked]
     record = {
-        "kind": "ensemble: mean of the members' temperature-scaled probabilities",
+        "kind": "ensemble: mean of the members' temperature-scaled probabilities"
+                + (", then one temperature for the mean" if ensemble_calibration else ""),
         "released": str(date.today()),
         "classes": classes[0],
         "members": members,
         "validation": summary,
+        "ensemble_calibration": ensemble_calibration and {
+            k: ensemble_calibration[k]
+            for k in ("temperature", "tta", "fitted_on", "n_images", "ece_before", "ece_after", "nll_before", "nll_after",
+                      "mean_confidence_before", "mean_confidence_after", "accuracy", "abstention")
+        } | {"file": str(calibration)},
         "ship_command": " ".join(["python scripts/ship_default_model.py --ensemble", *map(str, sources),
-                                  *(f"--config {c}" for c in configs), *([f"--validation {validation}"] if validation else [])]),
+                                  *(f"--config {c}" for c in configs), *([f"--validation {validation}"] if validation else []),
+                                  *([f"--ensemble-calibration {calibration}"] if calibration else [])]),
         "licence": LICENCE,
     }
     DEFAULT_ENSEMBLE_RECORD.write_text(json.dumps(record, indent=2) + "\n")
@@ -139,9 +154,10 @@ def main() -> None:
     parser.add_argument("--config", action="append", help="the config that trained each model, in the same order")
     parser.add_argument("--ensemble", action="store_true", help="ship the models as the default classifier (their mean)")
     parser.add_argument("--validation", help="metrics.json of a held-out evaluation of the same recipe (recorded with the ensemble)")
+    parser.add_argument("--ensemble-calibration", help="ensemble_calibration.json (dermdx calibrate with these --ensemble models): one temperature for their mean")
     args = parser.parse_args()
     if args.ensemble:
-        ship_ensemble(args.models, args.config or [], args.validation)
+        ship_ensemble(args.models, args.config or [], args.validation, args.ensemble_calibration)
     else:
         if len(args.models) != 1:
             raise SystemExit("the single default network is one model file; use --ensemble for several")

@@ -160,6 +160,14 @@ def test_calibrate_cli_fits_on_the_selection_split(tiny_run_config, tmp_path: Pa
     with pytest.raises(ValueError, match="trained on other rows"):
         selection_rows(tiny_run_config, other)
 
+    # Several --model: one temperature for their mean, on the same selection rows, in its own file.
+    ensemble_args = ["calibrate", "--model", str(model), "--model", str(model), "--config", str(config_file), "--tta", "flip"]
+    assert main([*ensemble_args, "--out", str(tmp_path / "ens")]) == 0
+    ensemble = json.loads((tmp_path / "ens" / "ensemble_calibration.json").read_text())
+    assert ensemble["n_images"] == len(rows) and ensemble["tta"] == "flip" and ensemble["temperature"] > 0
+    assert ensemble["members_sha256"] == [file_sha256(model)] * 2
+    assert main([*ensemble_args, "--out", str(tmp_path / "ens2"), "--save-as", str(tmp_path / "x.safetensors")]) == 2
+
 
 def test_class_bias_recovers_a_shifted_rare_class() -> None:
     from dermdx.calibration import fit_class_bias
@@ -191,3 +199,64 @@ def test_predictor_applies_the_stored_class_bias(isic_model_file, tmp_path, jpeg
     adjusted = Predictor.from_checkpoint(isic_model_file).predict_manifest(images, progress=False).probs[0]
     expected = plain * np.exp(bias)
     assert np.allclose(adjusted, expected / expected.sum(), atol=1e-5)
+
+
+def _copy_with_other_weights(source: Path, target: Path, seed: int) -> Path:
+    import torch
+
+    from dermdx.checkpoint import save_model
+    from dermdx.models import create_model
+
+    info = read_info(source)
+    torch.manual_seed(seed)
+    save_model(target, create_model(info.model_name, num_classes=len(info.classes)), info)
+    return target
+
+
+def test_calibrate_ensemble_fits_one_temperature_for_the_mean(isic_model_file, labelled_images, tmp_path: Path) -> None:
+    from dermdx.calibration import calibrate_ensemble, read_ensemble_calibration
+    from dermdx.ensemble import EnsemblePredictor
+
+    other = _copy_with_other_weights(isic_model_file, tmp_path / "other.safetensors", seed=1)
+    ensemble = EnsemblePredictor.from_checkpoints([isic_model_file, other])
+    result = calibrate_ensemble(ensemble, labelled_images, tmp_path / "cal", description="test rows")
+    written = tmp_path / "cal" / "ensemble_calibration.json"
+    assert written.is_file() and (tmp_path / "cal" / "reliability_after.png").is_file()
+    assert result["n_images"] == 14 and result["tta"] == "none" and "test rows" in result["fitted_on"]
+    assert result["nll_after"] <= result["nll_before"] + 1e-9, "the fitted temperature minimises the NLL on these rows"
+    mean = ensemble.member_mean(labelled_images, progress=False).probs
+    assert result["temperature"] == pytest.approx(fit_temperature(np.log(mean), labelled_images.label_indices(ensemble.classes)))
+
+    record = read_ensemble_calibration(written, [m.sha256 for m in ensemble.members])
+    assert record["temperature"] == result["temperature"]
+    with pytest.raises(ValueError, match="fitted for other member models"):
+        read_ensemble_calibration(written, [m.sha256 for m in reversed(ensemble.members)])
+    (tmp_path / "bad.json").write_text("{\"temperature\": 2}")
+    with pytest.raises(ValueError, match="not an ensemble calibration"):
+        read_ensemble_calibration(tmp_path / "bad.json", [])
+
+
+def test_predict_applies_an_ensemble_calibration_only_to_its_members(isic_model_file, labelled_images, tmp_path: Path, capsys) -> None:
+    import pandas as pd
+
+    from dermdx.cli import main
+
+    other = _copy_with_other_weights(isic_model_file, tmp_path / "other.safetensors", seed=1)
+    cal = tmp_path / "cal"
+    models = ["--model", str(isic_model_file), "--model", str(other)]
+    images = [str(p) for p in labelled_images.paths()[:3]]
+    common = [*images, *models, "--workers", "0", "--tta", "none", "--format", "isic2018"]
+    assert main(["predict", *common, "--out", str(tmp_path / "plain.csv")]) == 0
+    record = {"temperature": 0.3, "members_sha256": [file_sha256(isic_model_file), file_sha256(other)]}
+    cal.mkdir()
+    (cal / "ensemble_calibration.json").write_text(json.dumps(record))
+    assert main(["predict", *common, "--ensemble-calibration", str(cal / "ensemble_calibration.json"), "--out", str(tmp_path / "t.csv")]) == 0
+    plain = pd.read_csv(tmp_path / "plain.csv").iloc[:, 1:].to_numpy(float)
+    tempered = pd.read_csv(tmp_path / "t.csv").iloc[:, 1:].to_numpy(float)
+    np.testing.assert_allclose(tempered, apply_temperature(np.log(plain), 0.3), atol=1e-4)
+    swapped = [*images, "--model", str(other), "--model", str(isic_model_file), "--workers", "0", "--tta", "none"]
+    assert main(["predict", *swapped, "--ensemble-calibration", str(cal / "ensemble_calibration.json"), "--out", str(tmp_path / "x.csv")]) == 2
+    assert "fitted for other member models" in capsys.readouterr().err
+    assert main(["predict", images[0], "--model", str(other), "--ensemble-calibration", str(cal / "ensemble_calibration.json"), "--out", str(tmp_path / "x.csv")]) == 2
+    assert "for several --model files" in capsys.readouterr().err
+    assert not (tmp_path / "x.csv").exists()

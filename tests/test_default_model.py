@@ -139,3 +139,37 @@ def test_predict_without_a_model_uses_every_member_of_the_default_classifier(tmp
     default, both, one = (pd.read_csv(tmp_path / f"{name}.csv").iloc[0, 1:].to_numpy(float) for name in ("default", "both", "one"))
     np.testing.assert_allclose(default, both, atol=1e-6)
     assert not np.allclose(default, one, atol=1e-4)
+
+
+def test_the_shipped_ensemble_temperature_is_checked_and_applied(tmp_path, isic_model_file, weights_dir, jpeg, capsys) -> None:
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from dermdx.calibration import apply_temperature
+    from dermdx.cli import main
+
+    _, ship = weights_dir
+    first = _calibrated_copy(isic_model_file, tmp_path / "a.safetensors", 0.5)
+    second = _calibrated_copy(isic_model_file, tmp_path / "b.safetensors", 4.0)
+    calibration = tmp_path / "ensemble_calibration.json"
+    calibration.write_text(json.dumps({"temperature": 0.4, "members_sha256": [file_sha256(second), file_sha256(first)], "tta": "d4"}))
+    with pytest.raises(SystemExit, match="fitted for other member models"):
+        ship.ship_ensemble([str(first), str(second)], ["a.yaml", "b.yaml"], None, str(calibration))
+    record = {"temperature": 0.4, "members_sha256": [file_sha256(first), file_sha256(second)], "tta": "d4", "fitted_on": "test",
+              "n_images": 3, "ece_before": 0.2, "ece_after": 0.1, "nll_before": 1.0, "nll_after": 0.9,
+              "mean_confidence_before": 0.5, "mean_confidence_after": 0.6, "accuracy": 0.6, "abstention": None}
+    calibration.write_text(json.dumps(record))
+    ship.ship_ensemble([str(first), str(second)], ["a.yaml", "b.yaml"], None, str(calibration))
+    assert default_model.default_classifier_temperature() == 0.4
+    assert "--ensemble-calibration" in default_model.default_classifier_record()["ship_command"]
+
+    jpeg(tmp_path / "ISIC_1.jpg", size=64)
+    args = [str(tmp_path / "ISIC_1.jpg"), "--format", "isic2018", "--workers", "0", "--tta", "none"]
+    assert main(["predict", *args, "--out", str(tmp_path / "default.csv")]) == 0
+    assert main(["predict", *args, "--model", str(first), "--model", str(second), "--out", str(tmp_path / "mean.csv")]) == 0
+    default, mean = (pd.read_csv(tmp_path / f"{name}.csv").iloc[:, 1:].to_numpy(float) for name in ("default", "mean"))
+    np.testing.assert_allclose(default, apply_temperature(np.log(mean), 0.4), atol=1e-4)
+    assert main(["predict", *args, "--ensemble-calibration", str(calibration), "--out", str(tmp_path / "x.csv")]) == 2
+    assert "brings its own" in capsys.readouterr().err

@@ -52,3 +52,20 @@ def test_unreadable_image_is_listed_once(tmp_path, images) -> None:
     a = _model_file(tmp_path / "a.safetensors", ["bcc", "mel", "nv"], 32, 0)
     result = EnsemblePredictor.from_checkpoints([a, a]).predict_manifest(read_images([images]), continue_on_error=True, progress=False)
     assert len(result.probs) == 4 and list(result.errors) == [str(images / "bad.jpg")]
+
+
+def test_the_ensemble_temperature_rescales_the_mean_and_keeps_the_class(tmp_path, images) -> None:
+    from dermdx.calibration import apply_temperature
+
+    a = _model_file(tmp_path / "a.safetensors", ["bcc", "mel", "nv"], 32, 0)
+    b = _model_file(tmp_path / "b.safetensors", ["bcc", "mel", "nv"], 48, 1)
+    manifest = read_images([images])
+    plain = EnsemblePredictor.from_checkpoints([a, b]).predict_manifest(manifest, progress=False)
+    sharp = EnsemblePredictor.from_checkpoints([a, b], temperature=0.25)
+    tempered = sharp.predict_manifest(manifest, progress=False)
+    np.testing.assert_allclose(tempered.probs, apply_temperature(np.log(plain.probs), 0.25), atol=1e-9)
+    assert np.array_equal(tempered.probs.argmax(axis=1), plain.probs.argmax(axis=1))
+    assert (tempered.probs.max(axis=1) > plain.probs.max(axis=1)).all(), "T < 1 must sharpen every row"
+    assert sharp.sha256 != EnsemblePredictor.from_checkpoints([a, b]).sha256
+    with pytest.raises(ValueError, match="positive number"):
+        EnsemblePredictor.from_checkpoints([a, b], temperature=0.0)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from dermdx.decision import (
 from dermdx.inference import Predictor
 from dermdx.metrics import balanced_accuracy, expected_calibration_error
 from dermdx.reporting import plot_reliability
+
+if TYPE_CHECKING:
+    from dermdx.ensemble import EnsemblePredictor
 
 # Bounds on T: beyond them the validation set is separable or degenerate, not informative.
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
@@ -266,3 +269,87 @@ def calibrate_model(
     result = {**calibration, "model": str(target), "sha256_before": sha_before, "sha256_after": sha_after}
     (out / "calibration.json").write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return result
+
+
+ENSEMBLE_CALIBRATION_FILE = "ensemble_calibration.json"
+
+
+def calibrate_ensemble(
+    ensemble: EnsemblePredictor,
+    manifest: Manifest,
+    out_dir: str | Path,
+    *,
+    coverage: float = 0.8,
+    description: str = "",
+) -> dict[str, Any]:
+    """Fit one temperature on the ensemble's mean probabilities over labelled ``manifest`` rows.
+
+    The members keep their own temperatures; this one corrects what averaging does to them (the
+    mean of calibrated members is under-confident). The predictor's test-time augmentation is
+    used as it will be at prediction time, and recorded. Writes ``ensemble_calibration.json``
+    and reliability diagrams to ``out_dir``; ``read_ensemble_calibration`` loads it back for
+    the same members only.
+
+    Raises:
+        ValueError: no rows, unknown labels or unreadable images.
+    """
+    labels = manifest.label_indices(ensemble.classes)
+    if len(labels) == 0:
+        raise ValueError("no validation rows to calibrate on")
+    mean = ensemble.member_mean(manifest).probs
+    log_mean = np.log(np.clip(mean, 1e-12, None))
+    temperature = fit_temperature(log_mean, labels)
+    after = apply_temperature(log_mean, temperature)
+    threshold = confidence_threshold_for_coverage(after, coverage)
+    where = description or manifest.source or str(manifest.root)
+    result = {
+        "method": "temperature on the members' mean probability",
+        "temperature": temperature,
+        "members_sha256": [m.sha256 for m in ensemble.members],
+        "weights": [float(w) for w in ensemble.weights],
+        "tta": ensemble.members[0].tta,
+        "fitted_on": where,
+        "data_fingerprint": manifest.fingerprint(),
+        "n_images": int(len(labels)),
+        "ece_before": expected_calibration_error(labels, mean),
+        "ece_after": expected_calibration_error(labels, after),
+        "nll_before": negative_log_likelihood(log_mean, labels, 1.0),
+        "nll_after": negative_log_likelihood(log_mean, labels, temperature),
+        "mean_confidence_before": float(mean.max(axis=1).mean()),
+        "mean_confidence_after": float(after.max(axis=1).mean()),
+        "accuracy": float((after.argmax(axis=1) == labels).mean()),
+        "abstention": AbstentionConfig(
+            min_confidence=threshold, target_coverage=coverage, source=f"fitted for {coverage:.0%} coverage on {len(labels)} validation images ({where})"
+        ).to_dict(),
+        "dermdx_version": __version__,
+    }
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plot_reliability(labels, mean, out / "reliability_before.png")
+    plot_reliability(labels, after, out / "reliability_after.png")
+    (out / ENSEMBLE_CALIBRATION_FILE).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return result
+
+
+def read_ensemble_calibration(path: str | Path, members_sha256: list[str]) -> dict[str, Any]:
+    """An ``ensemble_calibration.json``, refused unless it was fitted for exactly these members, in order.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not an ensemble calibration, or fitted for other member files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such ensemble calibration (write one with dermdx calibrate --model A --model B ...)")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(record, dict) or not isinstance(record.get("temperature"), int | float) or "members_sha256" not in record:
+        raise ValueError(f"{path} is not an ensemble calibration (no temperature and members_sha256)")
+    if list(record["members_sha256"]) != list(members_sha256):
+        raise ValueError(
+            f"{path} was fitted for other member models (SHA-256 {record['members_sha256']}), not these ({members_sha256}); "
+            "calibrate these members, in this order"
+        )
+    return record

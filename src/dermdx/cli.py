@@ -5,6 +5,7 @@
     dermdx predict IMAGES_OR_DIRS... [--model M] --out preds.csv [--format isic2018] [--backend onnx]
     dermdx export --model M --format onnx --out model.onnx [--parity IMAGES_OR_DIRS ...] [--tolerance 1e-3]
     dermdx calibrate --model M --config CONFIG.yaml --out DIR [--coverage 0.8] [--save-as PATH]
+    dermdx calibrate --model A --model B --config CONFIG.yaml --out DIR    (one temperature for the ensemble's mean)
     dermdx diagnose IMAGE [--model M] [--age N --sex S --site SITE] --out DIR [--cam-method gradcam]
     dermdx data check PATH [--format F]
     dermdx serve [--model M] [--host 127.0.0.1] [--port 8000] [--data-dir ~/.dermdx] [--db URL] [--create-token NAME --role admin]
@@ -18,10 +19,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dermdx.default_model import default_classifier_paths, default_model_path
+from dermdx.default_model import default_classifier_paths, default_classifier_temperature, default_model_path
 from dermdx.inference import DISCLAIMER, OUTPUT_FORMATS
 
 if TYPE_CHECKING:
+    from dermdx.config import RunConfig
     from dermdx.ensemble import EnsemblePredictor
     from dermdx.inference import Predictor
 
@@ -49,13 +51,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checkpoint_predictor(models: list[str | Path], args: argparse.Namespace) -> Predictor | EnsemblePredictor:
-    """One model file: its Predictor; several: the mean of them (EnsemblePredictor)."""
+def _checkpoint_predictor(models: list[str | Path] | None, args: argparse.Namespace) -> Predictor | EnsemblePredictor:
+    """One model file: its Predictor; several: the mean of them (EnsemblePredictor), with the
+    ensemble temperature of ``--ensemble-calibration`` or, for the shipped classifier, of its record.
+    ``models`` None: the shipped classifier."""
+    from dermdx.calibration import read_ensemble_calibration
     from dermdx.ensemble import EnsemblePredictor
     from dermdx.inference import Predictor
 
     options = {"batch_size": args.batch_size, "num_workers": args.workers, "tta": args.tta}
-    return Predictor.from_checkpoint(models[0], **options) if len(models) == 1 else EnsemblePredictor.from_checkpoints(models, **options)
+    calibration_file = getattr(args, "ensemble_calibration", None)
+    if models is None:
+        if calibration_file:
+            raise ValueError("--ensemble-calibration needs the --model files it was fitted for; the shipped classifier brings its own")
+        return EnsemblePredictor.from_checkpoints(default_classifier_paths(), temperature=default_classifier_temperature(), **options)
+    if len(models) == 1:
+        if calibration_file:
+            raise ValueError("--ensemble-calibration is for several --model files; a single model carries its own calibration")
+        return Predictor.from_checkpoint(models[0], **options)
+    ensemble = EnsemblePredictor.from_checkpoints(models, **options)
+    if calibration_file:
+        record = read_ensemble_calibration(calibration_file, [m.sha256 for m in ensemble.members])
+        ensemble.temperature = float(record["temperature"])
+    return ensemble
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -64,7 +82,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dermdx.data.splits import train_val_indices
     from dermdx.evaluation import evaluate
 
-    predictor = _checkpoint_predictor(args.model or default_classifier_paths(), args)
+    predictor = _checkpoint_predictor(args.model, args)
     if args.config:
         config = load_config(args.config, args.set)
         manifest = load_manifest(config.data)
@@ -87,13 +105,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from dermdx.inference import Predictor, predictions_frame
 
     manifest = read_images(args.images)
-    models = args.model or default_classifier_paths()
+    models = args.model
     if args.backend == "onnx":
-        if len(models) != 1 or Path(models[0]).suffix != ".onnx":
+        if not models or len(models) != 1 or Path(models[0]).suffix != ".onnx":
             raise ValueError(f"--backend onnx needs one --model FILE.onnx (write one with dermdx export --format onnx), got --model {' '.join(args.model or [])}")
         predictor = Predictor.from_onnx(models[0], batch_size=args.batch_size, num_workers=args.workers, tta=args.tta)
     else:
-        for model in models:
+        for model in models or []:
             if Path(model).suffix == ".onnx":
                 raise ValueError(f"--model {model} is an ONNX file; add --backend onnx")
         predictor = _checkpoint_predictor(models, args)
@@ -142,9 +160,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from dermdx.config import load_config
 
     config = load_config(args.config, args.set)
-    rows = selection_rows(config, read_info(args.model))
+    if len(args.model) > 1:
+        return _calibrate_ensemble(args, config)
+    rows = selection_rows(config, read_info(args.model[0]))
     result = calibrate_model(
-        args.model, rows, args.out, coverage=args.coverage, class_bias=args.class_bias, save_as=args.save_as,
+        args.model[0], rows, args.out, coverage=args.coverage, class_bias=args.class_bias, save_as=args.save_as,
         description=f"selection split of {args.config}", batch_size=args.batch_size, num_workers=args.workers,
     )
     selective, abstention = result["selective"], result["abstention"]
@@ -155,6 +175,26 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
           f"(all images: {selective['balanced_accuracy_all']:.4f})")
     print(f"model {result['model']}: SHA-256 {result['sha256_before']} -> {result['sha256_after']} (weights unchanged)")
     print(f"calibration.json, reliability_before.png, reliability_after.png, risk_coverage.png in {args.out}")
+    return 0
+
+
+def _calibrate_ensemble(args: argparse.Namespace, config: RunConfig) -> int:
+    """Several --model: one temperature for their mean, on the selection rows they all share."""
+    from dermdx.calibration import ENSEMBLE_CALIBRATION_FILE, calibrate_ensemble, selection_rows
+    from dermdx.checkpoint import read_info
+    from dermdx.ensemble import EnsemblePredictor
+
+    if args.save_as or args.class_bias:
+        raise ValueError("--save-as and --class-bias are for one model; an ensemble's temperature is written to --out")
+    rows = [selection_rows(config, read_info(model)) for model in args.model]
+    if len({r.fingerprint() for r in rows}) != 1:
+        raise ValueError("the members were trained on different rows, so they share no selection split: calibrate each with its own --config")
+    ensemble = EnsemblePredictor.from_checkpoints(args.model, batch_size=args.batch_size, num_workers=args.workers, tta=args.tta)
+    result = calibrate_ensemble(ensemble, rows[0], args.out, coverage=args.coverage, description=f"selection split of {args.config}")
+    print(f"ensemble temperature {result['temperature']:.3f} fitted on {result['n_images']} selection images ({args.tta} TTA): "
+          f"ECE {result['ece_before']:.4f} -> {result['ece_after']:.4f}, NLL {result['nll_before']:.4f} -> {result['nll_after']:.4f}, "
+          f"mean confidence {result['mean_confidence_before']:.3f} -> {result['mean_confidence_after']:.3f} at accuracy {result['accuracy']:.3f}")
+    print(f"{Path(args.out) / ENSEMBLE_CALIBRATION_FILE}: pass it to predict/evaluate with --ensemble-calibration, with the same --model files")
     return 0
 
 
@@ -255,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.add_argument("--tta", default="none", choices=("none", "flip", "d4"), help="test-time augmentation: average over flips (flip) or all 8 rotations/flips (d4)")
     evaluate.add_argument("--workers", type=int, default=2)
+    evaluate.add_argument("--ensemble-calibration", help="ensemble_calibration.json from dermdx calibrate with the same --model files: one temperature for their mean")
     evaluate.set_defaults(run=_cmd_evaluate)
 
     predict = commands.add_parser("predict", help="class probabilities for image files and folders")
@@ -267,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--tta", default="d4", choices=("none", "flip", "d4"), help="test-time augmentation: average over the 8 rotations/flips (d4, default: +1.2 points balanced accuracy on HAM10000 fold 0, 8x the compute), flips only (flip) or none")
     predict.add_argument("--workers", type=int, default=2)
+    predict.add_argument("--ensemble-calibration", help="ensemble_calibration.json from dermdx calibrate with the same --model files: one temperature for their mean")
     predict.add_argument("--backend", default="torch", choices=("torch", "onnx"), help="onnx: run a .onnx from dermdx export on ONNX Runtime (needs the [onnx] extra)")
     predict.set_defaults(run=_cmd_predict)
 
@@ -291,13 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
             "(weights unchanged, new SHA-256) unless --save-as is given."
         ),
     )
-    calibrate.add_argument("--model", required=True, help="model.safetensors written by dermdx train with --config")
+    calibrate.add_argument("--model", action="append", required=True, help="model.safetensors written by dermdx train with --config; several: fit one temperature for their mean (an ensemble)")
     calibrate.add_argument("--config", required=True, help="the training config of --model: its selection split is used")
     calibrate.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     calibrate.add_argument("--out", required=True, help="folder for calibration.json and the reliability and risk-coverage PNGs")
     calibrate.add_argument("--coverage", type=float, default=0.8, help="share of cases the abstention threshold keeps (default 0.8)")
     calibrate.add_argument("--class-bias", action="store_true", help="also fit per-class prior offsets that maximise balanced accuracy on the same rows")
     calibrate.add_argument("--save-as", help="write the calibrated model here instead of rewriting --model")
+    calibrate.add_argument("--tta", default="d4", choices=("none", "flip", "d4"), help="ensembles only: the test-time augmentation predict will use (default d4, predict's default)")
     calibrate.add_argument("--batch-size", type=int, default=64)
     calibrate.add_argument("--workers", type=int, default=2)
     calibrate.set_defaults(run=_cmd_calibrate)

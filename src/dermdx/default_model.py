@@ -73,3 +73,9 @@ def default_classifier_paths() -> list[Path]:
         check_sha256(path, member["sha256"], expected_from="the released", fix=", reinstall dermdx")
         paths.append(path)
     return paths
+
+
+def default_classifier_temperature() -> float:
+    """The temperature applied to the default classifier's mean (1.0 for records from before it existed)."""
+    calibration = default_classifier_record().get("ensemble_calibration") or {}
+    return float(calibration.get("temperature", 1.0))

@@ -2,6 +2,10 @@
 
 Each member keeps its own preprocessing (from its model file), so a 160 px and a 224 px model can
 be combined. Classes are matched by name, never by position.
+
+Averaging already softens: members that are each calibrated give an under-confident mean. So an
+ensemble has its own temperature, fitted on the mean (``dermdx.calibration.calibrate_ensemble``)
+and applied to it as ``softmax(log(mean) / T)``; it never changes the predicted class.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dermdx.calibration import apply_temperature
 from dermdx.data.manifest import Manifest
 from dermdx.inference import Predictions, Predictor
 
@@ -22,7 +27,7 @@ class EnsemblePredictor:
         ValueError: no members, members with different class sets, or bad weights.
     """
 
-    def __init__(self, members: list[Predictor], weights: list[float] | None = None) -> None:
+    def __init__(self, members: list[Predictor], weights: list[float] | None = None, *, temperature: float = 1.0) -> None:
         if not members:
             raise ValueError("an ensemble needs at least one member model")
         classes = members[0].classes
@@ -32,14 +37,19 @@ class EnsemblePredictor:
         weights = [1.0] * len(members) if weights is None else list(weights)
         if len(weights) != len(members) or min(weights) < 0 or sum(weights) <= 0:
             raise ValueError(f"need one non-negative weight per member ({len(members)}), not all zero; got {weights}")
+        if not temperature > 0:
+            raise ValueError(f"the ensemble temperature must be a positive number, got {temperature}")
         self.members = members
+        self.temperature = float(temperature)
         self.weights = np.asarray(weights, dtype=np.float64) / sum(weights)
         self.classes = list(classes)
 
     @property
     def sha256(self) -> str:
-        """One hash for the ensemble: its members' SHA-256 and weights, in order."""
+        """One hash for the ensemble: its members' SHA-256 and weights, in order, and its temperature."""
         text = ";".join(f"{m.sha256}:{w:.6f}" for m, w in zip(self.members, self.weights, strict=True))
+        if self.temperature != 1.0:
+            text += f";T={self.temperature:.6f}"
         return hashlib.sha256(text.encode()).hexdigest()
 
     @property
@@ -51,11 +61,11 @@ class EnsemblePredictor:
         return [m.info.data_fingerprint for m in self.members]
 
     @classmethod
-    def from_checkpoints(cls, paths: list[str | Path], weights: list[float] | None = None, **kwargs) -> EnsemblePredictor:
-        return cls([Predictor.from_checkpoint(p, **kwargs) for p in paths], weights)
+    def from_checkpoints(cls, paths: list[str | Path], weights: list[float] | None = None, *, temperature: float = 1.0, **kwargs) -> EnsemblePredictor:
+        return cls([Predictor.from_checkpoint(p, **kwargs) for p in paths], weights, temperature=temperature)
 
-    def predict_manifest(self, manifest: Manifest, *, continue_on_error: bool = False, progress: bool = True) -> Predictions:
-        """Members predict in turn; an image any member could not read is left out and listed."""
+    def member_mean(self, manifest: Manifest, *, continue_on_error: bool = False, progress: bool = True) -> Predictions:
+        """The weighted mean of the members' probabilities, before the ensemble temperature."""
         results = [m.predict_manifest(manifest, continue_on_error=continue_on_error, progress=progress) for m in self.members]
         errors: dict[str, str] = {}
         for result in results:
@@ -68,3 +78,11 @@ class EnsemblePredictor:
             total += weight * result.probs[[row[p] for p in keep]][:, order]
         ids = dict(zip(results[0].paths, results[0].image_ids, strict=True))
         return Predictions([ids[p] for p in keep], keep, total, self.classes, errors)
+
+    def predict_manifest(self, manifest: Manifest, *, continue_on_error: bool = False, progress: bool = True) -> Predictions:
+        """Members predict in turn; an image any member could not read is left out and listed."""
+        mean = self.member_mean(manifest, continue_on_error=continue_on_error, progress=progress)
+        if self.temperature != 1.0:
+            mean.probs = apply_temperature(np.log(np.clip(mean.probs, 1e-12, None)), self.temperature)
+        return mean
+

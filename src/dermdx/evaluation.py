@@ -28,6 +28,7 @@ def evaluate(predictor: Predictor | EnsemblePredictor, manifest: Manifest, out_d
             "model": f"ensemble of {len(predictor.members)}: {predictor.model_name}",
             "member_sha256": [m.sha256 for m in predictor.members],
             "member_weights": predictor.weights.tolist(),
+            "ensemble_temperature": predictor.temperature,
             "training_data_fingerprint": predictor.data_fingerprints,
         }
     else:
