@@ -45,6 +45,12 @@ def test_fusion_model_uses_metadata_and_runs_without_it(fusion) -> None:
     model.eval()
     image = torch.randn(2, 3, 32, 32)
     meta = torch.from_numpy(encode_meta(frame(age=[80, 20], sex=["male", "female"], site=["back", "face"]), schema))
+    if fusion == "metablock":
+        with torch.no_grad():
+            plain = model.classifier(model.image_features(image))
+            assert torch.allclose(model(image, meta), plain), "MetaBlock starts as the plain image classifier"
+            torch.nn.init.normal_(model.gate.weight)  # as after training: metadata now re-weights features
+            torch.nn.init.normal_(model.shift.weight, std=0.1)
     with torch.no_grad():
         with_meta, without = model(image, meta), model(image)
         absent = model(image, torch.from_numpy(missing_meta(schema, 2)))
@@ -58,3 +64,13 @@ def test_fusion_model_uses_metadata_and_runs_without_it(fusion) -> None:
 def test_unknown_fusion_is_named() -> None:
     with pytest.raises(ValueError, match="unknown fusion 'gated'"):
         create_model("test_efficientnet", num_classes=3, meta_dim=4, fusion="gated")
+
+
+def test_metablock_gate_learns_from_its_zero_start() -> None:
+    torch.manual_seed(0)
+    schema = MetaSchema(sites=["back", "face"])
+    model = create_model("test_efficientnet", num_classes=3, meta_dim=schema.dim, fusion="metablock")
+    meta = torch.from_numpy(encode_meta(frame(age=[80, 20], sex=["male", "female"], site=["back", "face"]), schema))
+    loss = torch.nn.functional.cross_entropy(model(torch.randn(2, 3, 32, 32), meta), torch.tensor([0, 2]))
+    loss.backward()
+    assert model.gate.weight.grad.abs().sum() > 0 and model.shift.weight.grad.abs().sum() > 0

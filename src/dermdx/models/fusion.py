@@ -3,9 +3,13 @@
 Both heads take the backbone's pooled features (``forward_head(..., pre_logits=True)``):
 - ``concat``: metadata through a small MLP, concatenated with the image features, then a linear
   classifier.
-- ``metablock``: MetaBlock (Pacheco & Krohling, IEEE JBHI 2021): metadata produces a gate and a
-  shift for every image feature, ``sigmoid(tanh(f * a(meta)) + b(meta))``, so metadata modulates
-  which image features count rather than voting beside them.
+- ``metablock``: after MetaBlock (Pacheco & Krohling, IEEE JBHI 2021): metadata produces a gate
+  and a shift for every image feature, so metadata modulates which image features count rather
+  than voting beside them. Here in residual form, ``f * (1 + tanh(a(meta))) + b(meta)`` with ``a``
+  and ``b`` starting at zero: the head starts as the plain image classifier and metadata learns
+  to re-weight from there. The paper's ``sigmoid(tanh(f * a(meta)) + b(meta))`` squashes every
+  pretrained feature into (0, 1) under a random gate from the first step; trained that way on
+  HAM10000 fold 0 it reached 0.47 balanced accuracy against 0.73 for concat (docs/benchmarks.md).
 
 ``meta=None`` means "no metadata": the caller's all-missing vector must then be supplied by the
 head, so the head keeps it as a buffer (set from the schema when the model is built).
@@ -36,8 +40,11 @@ class FusionClassifier(nn.Module):
             self.meta_net = nn.Sequential(nn.Linear(meta_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(drop_rate))
             self.classifier = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(features + hidden, num_classes))
         else:
-            self.gate = nn.Sequential(nn.Linear(meta_dim, features), nn.BatchNorm1d(features))
-            self.shift = nn.Sequential(nn.Linear(meta_dim, features), nn.BatchNorm1d(features))
+            self.gate = nn.Linear(meta_dim, features)
+            self.shift = nn.Linear(meta_dim, features)
+            for layer in (self.gate, self.shift):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
             self.classifier = nn.Sequential(nn.Dropout(drop_rate), nn.Linear(features, num_classes))
 
     def set_absent_meta(self, vector: torch.Tensor) -> None:
@@ -55,8 +62,7 @@ class FusionClassifier(nn.Module):
             raise ValueError(f"meta must have shape ({image.shape[0]}, {self.meta_dim}), got {tuple(meta.shape)}")
         if self.fusion == "concat":
             return self.classifier(torch.cat([features, self.meta_net(meta)], dim=1))
-        gated = torch.sigmoid(torch.tanh(features * self.gate(meta)) + self.shift(meta))
-        return self.classifier(gated)
+        return self.classifier(features * (1 + torch.tanh(self.gate(meta))) + self.shift(meta))
 
 
 def run_model(model: nn.Module, image: torch.Tensor, meta: torch.Tensor | None = None) -> torch.Tensor:
