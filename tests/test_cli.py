@@ -114,7 +114,9 @@ def test_predict_with_metadata_changes_a_fusion_models_output(tiny_run_config, l
     meta.write_text("image,age,sex,site\n" + "".join(f"{p.stem},85,female,face\n" for p in images))
     args = [*map(str, images), "--model", model, "--workers", "0"]
     assert main(["predict", *args, "--out", str(tmp_path / "plain.csv")]) == 0
+    capsys.readouterr()
     assert main(["predict", *args, "--out", str(tmp_path / "meta.csv.out"), "--metadata", str(meta)]) == 0
+    assert "site(s) ['face'] are not among the sites" in capsys.readouterr().err, "a site the model never saw is named, not silently dropped"
     plain, with_meta = pd.read_csv(tmp_path / "plain.csv"), pd.read_csv(tmp_path / "meta.csv.out")
     assert not np.allclose(plain[["bcc", "mel", "nv"]].to_numpy(), with_meta[["bcc", "mel", "nv"]].to_numpy())
     meta.write_text("image,age\nnot_there,40\n")

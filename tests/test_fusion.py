@@ -74,3 +74,13 @@ def test_metablock_gate_learns_from_its_zero_start() -> None:
     loss = torch.nn.functional.cross_entropy(model(torch.randn(2, 3, 32, 32), meta), torch.tensor([0, 2]))
     loss.backward()
     assert model.gate.weight.grad.abs().sum() > 0 and model.shift.weight.grad.abs().sum() > 0
+
+
+def test_site_names_are_normalised_and_unknown_ones_named() -> None:
+    from dermdx.data.meta import unknown_sites
+
+    schema = MetaSchema(sites=["back", "lower extremity"])
+    encoded = encode_meta(frame(age=[40, 40, 40], sex=["male"] * 3, site=["Lower Limbs", "back ", "leg"]), schema)
+    site_columns = encoded[:, -3:]  # back, lower extremity, missing
+    assert site_columns.tolist() == [[0, 1, 0], [1, 0, 0], [0, 0, 1]]
+    assert unknown_sites(frame(age=[1, 2], sex=["", ""], site=["leg", "lower limbs"]), schema) == ["leg"]

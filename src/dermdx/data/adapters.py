@@ -30,6 +30,7 @@ from dermdx.config import DataConfig, data_root
 from dermdx.data.manifest import MANIFEST_COLUMNS, MODALITIES, Manifest, concat_manifests, empty_frame
 
 from dermdx.data.images import IMAGE_EXTENSIONS
+from dermdx.data.meta import normalise_site
 
 # Values that mean "not recorded" in the published metadata files.
 _MISSING = {"", "unknown", "nan", "na", "n/a", "none"}
@@ -139,14 +140,8 @@ def _sexes(values: Iterable[str], path: Path) -> list[str]:
     return out
 
 
-# Derm7pt names three body sites differently from HAM10000/ISIC; one vocabulary lets a fusion
-# model trained on both sources learn one weight per site instead of one per source's spelling.
-SITE_SYNONYMS = {"lower limbs": "lower extremity", "upper limbs": "upper extremity", "genital areas": "genital"}
-
-
 def _sites(values: Iterable[str]) -> list[str]:
-    sites = ["" if v.lower() in _MISSING else v.lower().strip() for v in values]
-    return [SITE_SYNONYMS.get(site, site) for site in sites]
+    return [normalise_site("" if v.lower() in _MISSING else v) for v in values]
 
 
 def _labels(values: Iterable[str], path: Path, column: str) -> list[str]:

@@ -15,6 +15,24 @@ import pandas as pd
 
 SEXES = ("male", "female")
 
+# Derm7pt names three body sites differently from HAM10000/ISIC; one vocabulary lets a fusion
+# model trained on both sources learn one weight per site instead of one per source's spelling.
+SITE_SYNONYMS = {"lower limbs": "lower extremity", "upper limbs": "upper extremity", "genital areas": "genital"}
+
+
+def normalise_site(value: str) -> str:
+    """Lower case, trimmed, Derm7pt's names mapped onto HAM10000's."""
+    site = str(value).lower().strip()
+    return SITE_SYNONYMS.get(site, site)
+
+
+def unknown_sites(frame: pd.DataFrame, schema: MetaSchema) -> list[str]:
+    """Sites given in ``frame`` that ``schema`` does not know (the model reads them as missing)."""
+    if "site" not in frame:
+        return []
+    sites = {normalise_site(s) for s in frame["site"].fillna("").astype(str)} - {"", "unknown"}
+    return sorted(sites - set(schema.sites))
+
 
 @dataclass
 class MetaSchema:
@@ -78,7 +96,7 @@ def encode_meta(frame: pd.DataFrame, schema: MetaSchema) -> np.ndarray:
         raise ValueError(f"metadata row {row + 1}: sex {sexes[row]!r} is not one of {list(SEXES)} (or empty for unknown)")
     out[~np.isin(sexes, SEXES), column + len(SEXES)] = 1.0
     column += len(SEXES) + 1
-    sites = frame["site"].fillna("").astype(str).str.lower().str.strip().to_numpy() if "site" in frame else np.array([""] * n)
+    sites = frame["site"].fillna("").astype(str).map(normalise_site).to_numpy() if "site" in frame else np.array([""] * n)
     for k, site in enumerate(schema.sites):
         out[sites == site, column + k] = 1.0
     out[~np.isin(sites, schema.sites), column + len(schema.sites)] = 1.0
