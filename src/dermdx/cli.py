@@ -120,14 +120,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if all(member.info.meta_schema is None for member in members):
             raise ValueError("--metadata was given, but this model was trained on images only and would ignore it")
         attach_metadata(manifest, args.metadata)
+        warned: set[tuple[str, ...]] = set()
         for member in members:
             if member.info.meta_schema is None:
                 continue
             schema = MetaSchema.from_dict(member.info.meta_schema)
             unknown = unknown_sites(manifest.frame, schema)
-            if unknown:
-                print(f"warning: {args.metadata}: site(s) {unknown} are not among the sites {member.info.model_name}@"
-                      f"{member.info.preprocess.image_size}px knows ({schema.sites}); they are read as unknown", file=sys.stderr)
+            if unknown and tuple(schema.sites) not in warned:
+                warned.add(tuple(schema.sites))
+                print(f"warning: {args.metadata}: site(s) {unknown} are not among the sites the model knows "
+                      f"({', '.join(schema.sites)}); they are read as unknown", file=sys.stderr)
     result = predictor.predict_manifest(manifest, continue_on_error=args.continue_on_error)
     frame = predictions_frame(result, output_format=args.format)
     out = Path(args.out)
