@@ -115,6 +115,10 @@ def fusion_model_file(tmp_path: Path) -> Path:
     kwargs = {"meta_dim": schema.dim, "fusion": "metablock"}
     model = create_model("test_efficientnet", num_classes=7, **kwargs)
     model.set_absent_meta(torch.from_numpy(missing_meta(schema)[0]))
+    # MetaBlock starts as the plain image classifier (zero gate and shift); random ones stand in
+    # for training, so metadata changes the output as it does in a trained model.
+    torch.nn.init.normal_(model.gate.weight)
+    torch.nn.init.normal_(model.shift.weight, std=0.1)
     info = ModelInfo(model_name="test_efficientnet", classes=sorted(ISIC2018_CLASSES), preprocess=PreprocessConfig(image_size=32),
                      model_kwargs=kwargs, meta_schema=schema.to_dict())
     save_model(tmp_path / "fusion.safetensors", model.eval(), info)
