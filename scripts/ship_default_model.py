@@ -35,6 +35,9 @@ from dermdx.default_model import (
 )
 
 MAX_BYTES = 25 * 1024 * 1024
+# What the release record keeps of an ensemble_calibration.json (the member hashes are the members' own).
+ENSEMBLE_CALIBRATION_KEYS = ("temperature", "tta", "fitted_on", "n_images", "ece_before", "ece_after", "nll_before", "nll_after",
+                             "mean_confidence_before", "mean_confidence_after", "accuracy", "abstention")
 LICENCE = ("weights trained on HAM10000 (CC BY-NC 4.0) and, where the config lists them, Derm7pt and PH2 "
            "(research use only): non-commercial research use only")
 
@@ -133,11 +136,9 @@ def ship_ensemble(models: list[str], configs: list[str], validation: str | None,
         "classes": classes[0],
         "members": members,
         "validation": summary,
-        "ensemble_calibration": ensemble_calibration and {
-            k: ensemble_calibration[k]
-            for k in ("temperature", "tta", "fitted_on", "n_images", "ece_before", "ece_after", "nll_before", "nll_after",
-                      "mean_confidence_before", "mean_confidence_after", "accuracy", "abstention")
-        } | {"file": str(calibration)},
+        "ensemble_calibration": None if ensemble_calibration is None else {
+            **{k: ensemble_calibration[k] for k in ENSEMBLE_CALIBRATION_KEYS}, "file": str(calibration),
+        },
         "ship_command": " ".join(["python scripts/ship_default_model.py --ensemble", *map(str, sources),
                                   *(f"--config {c}" for c in configs), *([f"--validation {validation}"] if validation else []),
                                   *([f"--ensemble-calibration {calibration}"] if calibration else [])]),

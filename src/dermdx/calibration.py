@@ -347,6 +347,8 @@ def read_ensemble_calibration(path: str | Path, members_sha256: list[str]) -> di
         raise ValueError(f"{path} is not valid JSON: {error}") from error
     if not isinstance(record, dict) or not isinstance(record.get("temperature"), int | float) or "members_sha256" not in record:
         raise ValueError(f"{path} is not an ensemble calibration (no temperature and members_sha256)")
+    if not record["temperature"] > 0:
+        raise ValueError(f"{path}: temperature {record['temperature']} is not a positive number")
     if list(record["members_sha256"]) != list(members_sha256):
         raise ValueError(
             f"{path} was fitted for other member models (SHA-256 {record['members_sha256']}), not these ({members_sha256}); "

@@ -196,11 +196,13 @@ def _calibrate_ensemble(args: argparse.Namespace, config: RunConfig) -> int:
 
     if args.save_as or args.class_bias:
         raise ValueError("--save-as and --class-bias are for one model; an ensemble's temperature is written to --out")
-    rows = [selection_rows(config, read_info(model)) for model in args.model]
-    if len({r.fingerprint() for r in rows}) != 1:
-        raise ValueError("the members were trained on different rows, so they share no selection split: calibrate each with its own --config")
+    infos = [read_info(model) for model in args.model]
+    for model, info in zip(args.model[1:], infos[1:], strict=True):
+        if info.data_fingerprint != infos[0].data_fingerprint:
+            raise ValueError(f"{model} was trained on other rows than {args.model[0]}, so they share no selection split: calibrate each with its own --config")
+    rows = selection_rows(config, infos[0])
     ensemble = EnsemblePredictor.from_checkpoints(args.model, batch_size=args.batch_size, num_workers=args.workers, tta=args.tta)
-    result = calibrate_ensemble(ensemble, rows[0], args.out, coverage=args.coverage, description=f"selection split of {args.config}")
+    result = calibrate_ensemble(ensemble, rows, args.out, coverage=args.coverage, description=f"selection split of {args.config}")
     print(f"ensemble temperature {result['temperature']:.3f} fitted on {result['n_images']} selection images ({args.tta} TTA): "
           f"ECE {result['ece_before']:.4f} -> {result['ece_after']:.4f}, NLL {result['nll_before']:.4f} -> {result['nll_after']:.4f}, "
           f"mean confidence {result['mean_confidence_before']:.3f} -> {result['mean_confidence_after']:.3f} at accuracy {result['accuracy']:.3f}")

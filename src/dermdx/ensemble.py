@@ -85,4 +85,3 @@ class EnsemblePredictor:
         if self.temperature != 1.0:
             mean.probs = apply_temperature(np.log(np.clip(mean.probs, 1e-12, None)), self.temperature)
         return mean
-
