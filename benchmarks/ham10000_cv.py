@@ -6,6 +6,9 @@ Each run (fold or held-out centre) trains with ``dermdx.training.fit`` and is ev
 held-out rows. A finished run (``eval/metrics.json`` present) is skipped; a stopped one resumes
 from its last epoch. The first invocation also times a plain timm training loop (same model,
 resolution, batch size and workers) for comparison. ``summary.md`` collects the figures.
+
+A metadata-fusion config (``--set model.fusion=concat``) is evaluated twice: with age, sex and
+site (``eval/``) and with them hidden (``eval_nometa/``), the two figures the issue asks for.
 """
 
 from __future__ import annotations
@@ -41,12 +44,18 @@ def config_for(base: RunConfig, name: str, out: Path) -> RunConfig:
     return config
 
 
+def hidden_metadata_bacc(run_dir: Path) -> float | None:
+    path = run_dir / "eval_nometa" / "metrics.json"
+    return json.loads(path.read_text())["overall"]["balanced_accuracy"] if path.is_file() else None
+
+
 def summarise(out: Path, names: list[str], plain: dict, base: RunConfig) -> str:
     rows, kfold_bacc, kfold_auc, loco_bacc = [], [], [], []
+    kfold_hidden, loco_hidden = [], []
     for name in names:
         metrics_path = out / name / "eval" / "metrics.json"
         if not metrics_path.is_file():
-            rows.append(f"| {name} | not finished | | | | |")
+            rows.append(f"| {name} | not finished | | | | | |")
             continue
         overall = json.loads(metrics_path.read_text())["overall"]
         history = json.loads((out / name / "history.json").read_text())
@@ -59,7 +68,11 @@ def summarise(out: Path, names: list[str], plain: dict, base: RunConfig) -> str:
             kfold_auc.append(auc)
         ci_text = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
         auc_text = f"{auc:.3f}" if auc is not None else "n/a"
-        rows.append(f"| {name} | {overall['n']} | {bacc:.3f}{ci_text} | {auc_text} | {len(history)} | {epoch_s:.0f} s, {ips:.1f} img/s |")
+        hidden = hidden_metadata_bacc(out / name)
+        if hidden is not None:
+            (kfold_hidden if name.startswith("kfold") else loco_hidden).append(hidden)
+        hidden_text = f"{hidden:.3f}" if hidden is not None else "n/a"
+        rows.append(f"| {name} | {overall['n']} | {bacc:.3f}{ci_text} | {hidden_text} | {auc_text} | {len(history)} | {epoch_s:.0f} s, {ips:.1f} img/s |")
 
     def mean_sd(values: list[float]) -> str:
         if not values:
@@ -69,14 +82,15 @@ def summarise(out: Path, names: list[str], plain: dict, base: RunConfig) -> str:
 
     lines = [
         f"HAM10000 benchmark, {date.today()}, {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}",
-        f"model {base.model.name}, {base.preprocess.image_size} px, {base.train.epochs} epochs max, batch {base.train.batch_size}, imbalance {base.train.imbalance}",
+        f"model {base.model.name}, {base.preprocess.image_size} px, {base.train.epochs} epochs max, batch {base.train.batch_size}, imbalance {base.train.imbalance}, metadata fusion {base.model.fusion or 'none'}",
         "",
-        "| run | held-out images | balanced accuracy [95% CI] | melanoma AUC | epochs | mean epoch time, train images/s |",
-        "|---|---|---|---|---|---|",
+        "| run | held-out images | balanced accuracy [95% CI] | balanced accuracy, metadata hidden | melanoma AUC | epochs | mean epoch time, train images/s |",
+        "|---|---|---|---|---|---|---|",
         *rows,
         "",
         f"5-fold balanced accuracy: {mean_sd(kfold_bacc)}; melanoma AUC: {mean_sd(kfold_auc)}",
         f"leave-one-centre-out balanced accuracy: {mean_sd(loco_bacc)}",
+        *([f"metadata hidden: 5-fold {mean_sd(kfold_hidden)}; leave-one-centre-out {mean_sd(loco_hidden)}"] if base.model.fusion else []),
         f"training images/s measured back to back in one process: plain timm loop {plain.get('plain_timm_images_per_second', float('nan')):.1f}, "
         f"dermdx loop {plain.get('dermdx_images_per_second', float('nan')):.1f}",
     ]
@@ -104,13 +118,16 @@ def main() -> None:
 
     for name in args.only or names:
         config = config_for(base, name, out)
-        if (Path(config.output_dir) / "eval" / "metrics.json").is_file():
+        run_dir = Path(config.output_dir)
+        wanted = ["eval"] + (["eval_nometa"] if base.model.fusion else [])
+        if all((run_dir / part / "metrics.json").is_file() for part in wanted):
             continue
         print(f"== {name}", flush=True)
-        summary = fit(config)
-        data = summary["data"]
-        predictor = Predictor.from_checkpoint(Path(config.output_dir) / MODEL_FILE, batch_size=64, num_workers=config.train.num_workers)
-        evaluate(predictor, data.manifest.subset(data.test_idx), Path(config.output_dir) / "eval", n_bootstrap=args.bootstrap, title=f"HAM10000 {name}")
+        data = fit(config)["data"]  # a finished training returns at once with its split
+        predictor = Predictor.from_checkpoint(run_dir / MODEL_FILE, batch_size=64, num_workers=config.train.num_workers)
+        held_out = data.manifest.subset(data.test_idx)
+        for part in wanted:
+            evaluate(predictor, held_out, run_dir / part, n_bootstrap=args.bootstrap, title=f"HAM10000 {name}" + (", metadata hidden" if part == "eval_nometa" else ""), use_metadata=part == "eval")
         (out / "summary.md").write_text(summarise(out, names, plain, base))
     text = summarise(out, names, plain, base)
     (out / "summary.md").write_text(text)
