@@ -84,3 +84,34 @@ def test_site_names_are_normalised_and_unknown_ones_named() -> None:
     site_columns = encoded[:, -3:]  # back, lower extremity, missing
     assert site_columns.tolist() == [[0, 1, 0], [1, 0, 0], [0, 0, 1]]
     assert unknown_sites(frame(age=[1, 2], sex=["", ""], site=["leg", "lower limbs"]), schema) == ["leg"]
+
+
+def test_field_dropout_hides_whole_fields_one_at_a_time(tmp_path, jpeg) -> None:
+    from dermdx.data.dataset import ImageDataset
+    from dermdx.data.manifest import Manifest
+
+    for k in range(2):
+        jpeg(tmp_path / f"img{k}.jpg", seed=k)
+    rows = frame(image=["img0.jpg", "img1.jpg"], image_id=["img0", "img1"], label=["mel", "nv"], lesion_id=["a", "b"], patient_id=["a", "b"],
+                 centre=["x", "x"], modality=["dermoscopy"] * 2, age=[70.0, 30.0], sex=["male", "female"], site=["back", "face"])
+    schema = MetaSchema(age_mean=50, age_std=10, sites=["back", "face"])
+    columns = schema.field_columns()
+    assert [columns[f] for f in ("age", "sex", "site")] == [slice(0, 2), slice(2, 5), slice(5, schema.dim)]
+    meta, absent = encode_meta(rows, schema), missing_meta(schema)[0]
+
+    def dataset(chance: float) -> ImageDataset:
+        return ImageDataset(Manifest(rows, tmp_path), lambda image: torch.zeros(3, 4, 4), ["mel", "nv"], meta=meta,
+                            absent_meta=absent, field_dropout=chance, field_columns=tuple(columns.values()))
+
+    assert np.array_equal(dataset(0.0)[0]["meta"].numpy(), meta[0])
+    assert np.array_equal(dataset(1.0)[0]["meta"].numpy(), absent)
+    torch.manual_seed(0)
+    seen = {tuple(np.array_equal(dataset(0.5)[0]["meta"].numpy()[c], absent[c]) for c in columns.values()) for _ in range(60)}
+    assert (True, False, False) in seen and (False, True, True) in seen, "each field is hidden on its own"
+    for c in columns.values():
+        # A field is either all given or all absent, never half of each.
+        assert all(np.array_equal(m[c], meta[0][c]) or np.array_equal(m[c], absent[c]) for m in (dataset(0.5)[0]["meta"].numpy() for _ in range(20)))
+    with pytest.raises(ValueError, match="field_dropout needs absent_meta and field_columns"):
+        ImageDataset(Manifest(rows, tmp_path), lambda image: torch.zeros(3, 4, 4), meta=meta, field_dropout=0.2)
+    with pytest.raises(ValueError, match="field_dropout is a chance between 0 and 1, got 1.5"):
+        dataset(1.5)

@@ -105,6 +105,8 @@ class TrainConfig:
     # Fusion models: chance that a training sample's metadata is replaced by "nothing known", so
     # the model also works when metadata is absent at prediction time.
     meta_dropout: float = 0.3
+    # Chance of hiding each field (age, sex, site) on its own in the rows kept whole above.
+    meta_field_dropout: float = 0.0
     # Knowledge distillation: teacher model files (their mean probabilities on the training rows
     # are the soft labels), the softening temperature, and the soft labels' share of the loss.
     distill_teachers: list[str] = field(default_factory=list)

@@ -217,7 +217,16 @@ def fit(config: RunConfig, *, resume: bool = True, stop_after: int | None = None
         train_meta, select_meta = encode_meta(train_rows.frame, schema), encode_meta(select_rows.frame, schema)
         absent = missing_meta(schema)[0]
         model_kwargs |= {"meta_dim": schema.dim, "fusion": config.model.fusion}
-    train_set = ImageDataset(train_rows, train_tf, classes, meta=train_meta, meta_dropout=config.train.meta_dropout if schema else 0.0, absent_meta=absent)
+    train_set = ImageDataset(
+        train_rows,
+        train_tf,
+        classes,
+        meta=train_meta,
+        meta_dropout=config.train.meta_dropout if schema else 0.0,
+        absent_meta=absent,
+        field_dropout=config.train.meta_field_dropout if schema else 0.0,
+        field_columns=tuple(schema.field_columns().values()) if schema else (),
+    )
     select_set = ImageDataset(select_rows, eval_tf, classes, meta=select_meta)
 
     model = create_model(config.model.name, num_classes=len(classes), pretrained=config.model.pretrained, **model_kwargs)

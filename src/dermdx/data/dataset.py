@@ -23,6 +23,11 @@ class ImageDataset(Dataset):
             ``error`` (prediction then lists it); if False (default) the error is raised.
         meta: encoded metadata rows (``dermdx.data.meta.encode_meta``), one per manifest row.
         meta_dropout: chance of replacing a sample's metadata by ``absent_meta`` (training only).
+        field_dropout: chance of hiding each field (``field_columns``, e.g. age alone) independently,
+            for rows whose metadata was not dropped whole. Teaches the model partial records, and
+            keeps "age missing" from marking a source that never records age.
+        field_columns: the columns of each field (``MetaSchema.field_columns()``); needed with
+            ``field_dropout``.
     """
 
     def __init__(
@@ -36,11 +41,18 @@ class ImageDataset(Dataset):
         meta: np.ndarray | None = None,
         meta_dropout: float = 0.0,
         absent_meta: np.ndarray | None = None,
+        field_dropout: float = 0.0,
+        field_columns: Sequence[slice] = (),
     ) -> None:
         if meta is not None and len(meta) != len(manifest):
             raise ValueError(f"meta has {len(meta)} rows but the manifest has {len(manifest)}")
+        for name, chance in (("meta_dropout", meta_dropout), ("field_dropout", field_dropout)):
+            if not 0.0 <= chance <= 1.0:
+                raise ValueError(f"{name} is a chance between 0 and 1, got {chance}")
         if meta_dropout and absent_meta is None:
             raise ValueError("meta_dropout needs absent_meta, the encoding of an unknown record")
+        if field_dropout and (absent_meta is None or not field_columns):
+            raise ValueError("field_dropout needs absent_meta and field_columns (MetaSchema.field_columns())")
         self.manifest = manifest
         self.paths = manifest.paths()
         self.transform = transform
@@ -49,6 +61,8 @@ class ImageDataset(Dataset):
         self.image_size = image_size
         self.meta = None if meta is None else torch.as_tensor(meta, dtype=torch.float32)
         self.meta_dropout = meta_dropout
+        self.field_dropout = field_dropout
+        self.field_columns = tuple(field_columns)
         self.absent_meta = None if absent_meta is None else torch.as_tensor(absent_meta, dtype=torch.float32).reshape(-1)
 
     def __len__(self) -> int:
@@ -73,5 +87,14 @@ class ImageDataset(Dataset):
         if self.meta is not None:
             # torch's RNG, so the choice repeats under a fixed seed like the augmentation does.
             drop = self.meta_dropout and torch.rand(()).item() < self.meta_dropout
-            sample["meta"] = self.absent_meta if drop else self.meta[index]
+            sample["meta"] = self.absent_meta if drop else self._hide_fields(self.meta[index])
         return sample
+
+    def _hide_fields(self, meta: torch.Tensor) -> torch.Tensor:
+        if not self.field_dropout:
+            return meta
+        meta = meta.clone()
+        for columns in self.field_columns:
+            if torch.rand(()).item() < self.field_dropout:
+                meta[columns] = self.absent_meta[columns]
+        return meta

@@ -45,6 +45,12 @@ class MetaSchema:
         # age_z, age_missing, one-hot sexes, sex_missing, one-hot sites, site_missing
         return 2 + len(SEXES) + 1 + len(self.sites) + 1
 
+    def field_columns(self) -> dict[str, slice]:
+        """The columns of each field (value(s) and its missing flag), so one field can be hidden alone."""
+        sex_start = 2
+        site_start = sex_start + len(SEXES) + 1
+        return {"age": slice(0, sex_start), "sex": slice(sex_start, site_start), "site": slice(site_start, self.dim)}
+
     def feature_names(self) -> list[str]:
         return ["age_z", "age_missing", *(f"sex_{s}" for s in SEXES), "sex_missing", *(f"site_{s}" for s in self.sites), "site_missing"]
 
