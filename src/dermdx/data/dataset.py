@@ -24,8 +24,8 @@ class ImageDataset(Dataset):
         meta: encoded metadata rows (``dermdx.data.meta.encode_meta``), one per manifest row.
         meta_dropout: chance of replacing a sample's metadata by ``absent_meta`` (training only).
         field_dropout: chance of hiding each field (``field_columns``, e.g. age alone) independently,
-            for rows whose metadata was not dropped whole. Teaches the model partial records, and
-            keeps "age missing" from marking a source that never records age.
+            for rows whose metadata was not dropped whole, so partial records are seen in training
+            (it did not recover Derm7pt's rows, which never record age: docs/benchmarks.md).
         field_columns: the columns of each field (``MetaSchema.field_columns()``); needed with
             ``field_dropout``.
     """

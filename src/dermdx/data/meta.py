@@ -46,10 +46,12 @@ class MetaSchema:
         return 2 + len(SEXES) + 1 + len(self.sites) + 1
 
     def field_columns(self) -> dict[str, slice]:
-        """The columns of each field (value(s) and its missing flag), so one field can be hidden alone."""
-        sex_start = 2
-        site_start = sex_start + len(SEXES) + 1
-        return {"age": slice(0, sex_start), "sex": slice(sex_start, site_start), "site": slice(site_start, self.dim)}
+        """The columns of each field (value(s) and its missing flag), so one field can be hidden alone.
+
+        Read off ``feature_names`` (each name starts with its field), so the layout is written once.
+        """
+        fields = [name.split("_", 1)[0] for name in self.feature_names()]
+        return {f: slice(fields.index(f), len(fields) - fields[::-1].index(f)) for f in dict.fromkeys(fields)}
 
     def feature_names(self) -> list[str]:
         return ["age_z", "age_missing", *(f"sex_{s}" for s in SEXES), "sex_missing", *(f"site_{s}" for s in self.sites), "site_missing"]
