@@ -1,4 +1,4 @@
-"""benchmarks/compare_predictions.py: paired comparison of two evaluations of the same rows."""
+"""benchmarks/compare_predictions.py and mean_predictions.py: paired comparison and offline mean of evaluations of the same rows."""
 
 import json
 import subprocess
@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_predictions.py"
+MEAN_SCRIPT = SCRIPT.with_name("mean_predictions.py")
 
 
 def _write(path: Path, ids, labels, probs) -> Path:
@@ -19,8 +20,8 @@ def _write(path: Path, ids, labels, probs) -> Path:
     return path
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, check=False)
+def _run(*args: str, script: Path = SCRIPT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, check=False)
 
 
 def test_rows_in_another_order_are_matched_and_the_better_model_wins(tmp_path: Path) -> None:
@@ -50,3 +51,25 @@ def test_different_rows_or_labels_are_refused(tmp_path: Path) -> None:
     c = _write(tmp_path / "c.csv", ["x", "y", "z"], ["mel", "mel", "nv"], probs)
     done = _run(str(a), str(c))
     assert done.returncode != 0 and "disagree on some true labels" in done.stderr
+
+
+def test_rows_in_another_order_are_matched_before_averaging(tmp_path: Path) -> None:
+    ids, labels = ["x", "y", "z"], ["mel", "nv", "nv"]
+    a = _write(tmp_path / "a.csv", ids, labels, np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]))
+    order = [2, 0, 1]
+    b_probs = np.array([[0.5, 0.5], [0.1, 0.9], [0.0, 1.0]])
+    b = _write(tmp_path / "b.csv", [ids[i] for i in order], [labels[i] for i in order], b_probs[order])
+    done = _run(str(a), str(b), "--out", str(tmp_path / "mean.csv"), script=MEAN_SCRIPT)
+    assert done.returncode == 0, done.stderr
+    mean = pd.read_csv(tmp_path / "mean.csv").set_index("image_id")
+    np.testing.assert_allclose(mean.loc[["x", "y", "z"], "prob_mel"], [0.7, 0.15, 0.3])
+    assert list(mean.loc[["x", "y", "z"], "true_label"]) == labels
+
+
+def test_other_rows_are_refused(tmp_path: Path) -> None:
+    probs = np.full((3, 2), 0.5)
+    a = _write(tmp_path / "a.csv", ["x", "y", "z"], ["mel", "nv", "nv"], probs)
+    b = _write(tmp_path / "b.csv", ["x", "y", "w"], ["mel", "nv", "nv"], probs)
+    done = _run(str(a), str(b), "--out", str(tmp_path / "mean.csv"), script=MEAN_SCRIPT)
+    assert done.returncode != 0 and "other rows" in done.stderr
+    assert not (tmp_path / "mean.csv").exists()

@@ -123,12 +123,36 @@ def test_cli_export_then_predict_with_onnx_backend(isic_model_file, image_dir, t
 
 
 def test_cli_backend_and_model_file_must_match(isic_model_file, image_dir, tmp_path, capsys) -> None:
-    assert main(["predict", str(image_dir), "--model", str(isic_model_file), "--backend", "onnx", "--out", str(tmp_path / "p.csv")]) == 2
-    assert "--backend onnx needs one --model FILE.onnx" in capsys.readouterr().err
     onnx_path = tmp_path / "m.onnx"
     onnx_path.write_bytes(b"x")
+    assert main(["predict", str(image_dir), "--model", str(onnx_path), "--backend", "torch", "--out", str(tmp_path / "p.csv")]) == 2
+    assert "is an ONNX file; PyTorch cannot run it" in capsys.readouterr().err
+    assert main(["predict", str(image_dir), "--model", str(onnx_path), "--model", str(isic_model_file), "--out", str(tmp_path / "p.csv")]) == 2
+    assert "an ONNX file is run on its own" in capsys.readouterr().err
     assert main(["predict", str(image_dir), "--model", str(onnx_path), "--out", str(tmp_path / "p.csv")]) == 2
-    assert "is an ONNX file; add --backend onnx" in capsys.readouterr().err
+    assert "m.onnx: not a loadable ONNX model" in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_safetensors_model_runs_on_onnxruntime_converted_in_memory(fusion_model_file, image_dir, tmp_path) -> None:
+    manifest = read_images([image_dir])
+    before = sorted(tmp_path.rglob("*"))
+    on_torch = Predictor.from_checkpoint(fusion_model_file, engine="torch").predict_manifest(manifest, progress=False)
+    on_ort = Predictor.from_checkpoint(fusion_model_file, engine="onnxruntime", tta="none")
+    assert isinstance(on_ort.model, OnnxModel) and on_ort.sha256 == file_sha256(fusion_model_file)
+    result = on_ort.predict_manifest(manifest, progress=False)
+    assert result.paths == on_torch.paths
+    np.testing.assert_allclose(result.probs, on_torch.probs, atol=1e-5)
+    assert sorted(tmp_path.rglob("*")) == before  # converted in memory: no file written
+    with pytest.raises(ValueError, match="unknown inference engine 'tvm'"):
+        Predictor.from_checkpoint(fusion_model_file, engine="tvm")
+
+
+def test_a_conversion_that_disagrees_with_pytorch_is_refused(isic_model_file, monkeypatch) -> None:
+    real = export_module._parity
+    monkeypatch.setattr(export_module, "_parity", lambda *args: (real(*args)[0] + 0.5, 0.1, 1.0))
+    with pytest.raises(ValueError, match=r"ONNX Runtime disagrees with PyTorch on 4 inputs .* run it with --backend torch"):
+        Predictor.from_checkpoint(isic_model_file, engine="onnxruntime")
 
 
 def test_fusion_model_exports_with_a_meta_input_that_matches_pytorch(fusion_model_file, image_dir, tmp_path) -> None:

@@ -53,12 +53,12 @@ class OnnxModel:
         >>> logits = model(torch.zeros(2, 3, model.image_size, model.image_size))
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, _model_bytes: bytes | None = None) -> None:
         ort = require_onnxruntime()
         from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
         self.path = Path(path)
-        if not self.path.is_file():
+        if _model_bytes is None and not self.path.is_file():
             raise FileNotFoundError(f"ONNX model file not found: {self.path}")
         options = ort.SessionOptions()
         # Warnings such as unused initializers are about the exporter, not something a user can act on.
@@ -66,7 +66,8 @@ class OnnxModel:
         load_errors = (ort_errors.Fail, ort_errors.InvalidArgument, ort_errors.InvalidProtobuf, ort_errors.InvalidGraph,
                        ort_errors.NoModel, ort_errors.NotImplemented, ort_errors.RuntimeException, OSError)
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            source = str(self.path) if _model_bytes is None else _model_bytes
+            self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         except load_errors as error:
             raise ValueError(f"{self.path}: not a loadable ONNX model, possibly corrupt or truncated ({error}); export it again with dermdx export") from error
         metadata = self.session.get_modelmeta().custom_metadata_map
@@ -86,6 +87,14 @@ class OnnxModel:
             from dermdx.data.meta import MetaSchema, missing_meta
 
             self.absent_meta = missing_meta(MetaSchema.from_dict(self.info.meta_schema))[0]
+
+    @classmethod
+    def from_bytes(cls, model_bytes: bytes, name: str) -> OnnxModel:
+        """A model held in memory (``dermdx.export.onnxruntime_model`` converts without writing a file).
+
+        ``name`` stands in for the file name in messages.
+        """
+        return cls(name, _model_bytes=model_bytes)
 
     @property
     def accepts_meta(self) -> bool:
