@@ -53,8 +53,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 BACKENDS = ("auto", "torch", "onnx")
 BACKEND_HELP = ("what runs the model: onnx = ONNX Runtime (a .onnx from dermdx export, or a .safetensors converted in memory "
-                "and checked against PyTorch; about 4x faster on CPU), torch = PyTorch, auto (default) = onnx when the "
-                "[onnx] extra is installed, else torch")
+                "and checked against PyTorch; about 4x faster on CPU), torch = PyTorch, auto (default) = onnx when onnx "
+                "and onnxruntime import, else torch")
 
 
 def _engine(backend: str) -> str:
@@ -67,7 +67,7 @@ def _engine(backend: str) -> str:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError:
-        print("note: running on PyTorch because the [onnx] extra is not installed (pip install 'dermdx[onnx]' "
+        print("note: running on PyTorch because onnx or onnxruntime does not import (pip install onnx onnxruntime "
               "runs the same model about 4x faster on CPU)", file=sys.stderr)
         return "torch"
     return "onnxruntime"
