@@ -34,3 +34,22 @@ def test_bad_choice_lists_allowed_values(tmp_path: Path) -> None:
 def test_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_config(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("path", sorted(Path("configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path) -> None:
+    """A typo in a config in the repo would only surface hours into someone's training run."""
+    config = load_config(path)
+    assert config.output_dir.startswith("runs/")
+    assert config.train.epochs >= 1
+
+
+def test_ensemble_member_configs_share_classes_and_split() -> None:
+    """The default classifier averages its members' probabilities: they must agree on the class
+    order and on which rows were held out, or the ensemble's held-out figures would be leaky."""
+    members = [load_config(p) for p in sorted(Path("configs").glob("default_fusion_*.yaml"))]
+    assert len(members) >= 2
+    first = members[0]
+    for config in members[1:]:
+        assert config.data.classes == first.data.classes
+        assert config.split == first.split
