@@ -105,8 +105,8 @@ def _validation_summary(path: str) -> dict:
 
 
 def ship_ensemble(models: list[str], configs: list[str], validation: str | None, calibration: str | None = None) -> None:
-    if len(models) < 2:
-        raise SystemExit("--ensemble needs at least two model files")
+    if not models:
+        raise SystemExit("--ensemble needs at least one model file")
     if len(configs) != len(models):
         raise SystemExit(f"--ensemble needs one --config per model ({len(models)} models, {len(configs)} configs)")
     checked = [_checked_source(m, c) for m, c in zip(models, configs, strict=True)]
@@ -130,7 +130,8 @@ def ship_ensemble(models: list[str], configs: list[str], validation: str | None,
         members.append(_describe(source, info, target, config))
     sources = [source for source, _ in checked]
     record = {
-        "kind": "ensemble: mean of the members' temperature-scaled probabilities"
+        "kind": ("ensemble: mean of the members' temperature-scaled probabilities" if len(members) > 1
+                 else "one network: its temperature-scaled probabilities")
                 + (", then one temperature for the mean" if ensemble_calibration else ""),
         "released": str(date.today()),
         "classes": classes[0],
@@ -153,7 +154,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", help="model.safetensors written by dermdx train and calibrated by dermdx calibrate")
     parser.add_argument("--config", action="append", help="the config that trained each model, in the same order")
-    parser.add_argument("--ensemble", action="store_true", help="ship the models as the default classifier (their mean)")
+    parser.add_argument("--ensemble", action="store_true", help="ship the models as the default classifier (their mean; one model is allowed)")
     parser.add_argument("--validation", help="metrics.json of a held-out evaluation of the same recipe (recorded with the ensemble)")
     parser.add_argument("--ensemble-calibration", help="ensemble_calibration.json (dermdx calibrate with these --ensemble models): one temperature for their mean")
     args = parser.parse_args()

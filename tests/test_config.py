@@ -45,9 +45,11 @@ def test_every_shipped_config_loads(path: Path) -> None:
 
 
 def test_ensemble_member_configs_share_classes_and_split() -> None:
-    """The default classifier averages its members' probabilities: they must agree on the class
-    order and on which rows were held out, or the ensemble's held-out figures would be leaky."""
-    members = [load_config(p) for p in sorted(Path("configs").glob("default_fusion_*.yaml"))]
+    """The default classifier averages its members' probabilities, and releases are compared on
+    paired held-out rows: the configs must agree on the class order and on which rows were held
+    out, or the figures would be leaky or unpaired."""
+    paths = sorted(Path("configs").glob("default_fusion_*.yaml")) + sorted(Path("configs").glob("long_fusion_*.yaml"))
+    members = [load_config(p) for p in paths]
     assert len(members) >= 2
     first = members[0]
     for config in members[1:]:

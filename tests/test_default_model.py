@@ -77,7 +77,7 @@ def test_the_shipped_classifier_matches_its_recorded_hashes() -> None:
         pytest.skip("no default classifier ships in this version")
     record = default_model.default_classifier_record()
     paths = default_model.default_classifier_paths()
-    assert len(paths) == len(record["members"]) >= 2
+    assert len(paths) == len(record["members"]) >= 1
     for path, member in zip(paths, record["members"], strict=True):
         assert file_sha256(path) == member["sha256"]
         assert path.stat().st_size <= 25 * 1024 * 1024
@@ -139,6 +139,32 @@ def test_predict_without_a_model_uses_every_member_of_the_default_classifier(tmp
     default, both, one = (pd.read_csv(tmp_path / f"{name}.csv").iloc[0, 1:].to_numpy(float) for name in ("default", "both", "one"))
     np.testing.assert_allclose(default, both, atol=1e-6)
     assert not np.allclose(default, one, atol=1e-4)
+
+
+def test_one_network_ships_as_the_default_classifier_and_replaces_an_ensemble(tmp_path, isic_model_file, weights_dir, jpeg) -> None:
+    """A single well-trained network can beat an ensemble (v5): shipping it must remove the old
+    members' files, and `predict` without --model must give exactly that network's output."""
+    import numpy as np
+    import pandas as pd
+
+    from dermdx.cli import main
+
+    weights, ship = weights_dir
+    first = _calibrated_copy(isic_model_file, tmp_path / "a.safetensors", 0.5)
+    second = _calibrated_copy(isic_model_file, tmp_path / "b.safetensors", 4.0)
+    ship.ship_ensemble([str(first), str(second)], ["a.yaml", "b.yaml"], None)
+    ship.ship_ensemble([str(second)], ["b.yaml"], None)
+    assert sorted(p.name for p in weights.glob("*.safetensors")) == ["default_ensemble_0.safetensors"]
+    record = default_model.default_classifier_record()
+    assert record["kind"].startswith("one network") and len(record["members"]) == 1
+    with pytest.raises(SystemExit, match="at least one model file"):
+        ship.ship_ensemble([], [], None)
+    jpeg(tmp_path / "ISIC_1.jpg", size=64)
+    args = [str(tmp_path / "ISIC_1.jpg"), "--format", "isic2018", "--workers", "0", "--tta", "none"]
+    assert main(["predict", *args, "--out", str(tmp_path / "default.csv")]) == 0
+    assert main(["predict", *args, "--model", str(second), "--out", str(tmp_path / "one.csv")]) == 0
+    default, one = (pd.read_csv(tmp_path / f"{name}.csv").iloc[0, 1:].to_numpy(float) for name in ("default", "one"))
+    np.testing.assert_allclose(default, one, atol=1e-6)
 
 
 def test_the_shipped_ensemble_temperature_is_checked_and_applied(tmp_path, isic_model_file, weights_dir, jpeg, capsys) -> None:

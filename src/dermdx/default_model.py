@@ -3,7 +3,7 @@
 Two things ship, because two jobs need different things:
 
 * the **default classifier** (``weights/default_ensemble.json``): the most accurate measured
-  recipe, the mean of several networks (``default_classifier_paths()``). ``dermdx predict`` and
+  recipe: one network or the mean of several (``default_classifier_paths()``). ``dermdx predict`` and
   ``dermdx evaluate`` use it when ``--model`` is left out.
 * the **default single network** (``weights/default.json``, ``default_model_path()``): one
   network, for what needs one network's gradients or features (``diagnose`` heatmaps, the
