@@ -4,8 +4,8 @@ The default single network (diagnose heatmaps, OOD detector, clinical heads, ser
 
     python scripts/ship_default_model.py runs/default_model/model.safetensors --config configs/default_model.yaml
 
-The default classifier (``dermdx predict`` / ``evaluate`` without ``--model``), the mean of
-several networks, with the held-out evaluation of the same recipe on one fold as its validation:
+The default classifier (``dermdx predict`` / ``evaluate`` without ``--model``), one network or
+the mean of several, with the held-out evaluation of the same recipe on one fold as its validation:
 
     python scripts/ship_default_model.py --ensemble \
         runs/default_ensemble_160/model.safetensors runs/default_ensemble_192/model.safetensors \
@@ -107,6 +107,8 @@ def _validation_summary(path: str) -> dict:
 def ship_ensemble(models: list[str], configs: list[str], validation: str | None, calibration: str | None = None) -> None:
     if not models:
         raise SystemExit("--ensemble needs at least one model file")
+    if calibration and len(models) == 1:
+        raise SystemExit("--ensemble-calibration is for several models; a single model carries its own calibration")
     if len(configs) != len(models):
         raise SystemExit(f"--ensemble needs one --config per model ({len(models)} models, {len(configs)} configs)")
     checked = [_checked_source(m, c) for m, c in zip(models, configs, strict=True)]
@@ -130,8 +132,8 @@ def ship_ensemble(models: list[str], configs: list[str], validation: str | None,
         members.append(_describe(source, info, target, config))
     sources = [source for source, _ in checked]
     record = {
-        "kind": ("ensemble: mean of the members' temperature-scaled probabilities" if len(members) > 1
-                 else "one network: its temperature-scaled probabilities")
+        "kind": "one network: its temperature-scaled probabilities" if len(members) == 1
+                else "ensemble: mean of the members' temperature-scaled probabilities"
                 + (", then one temperature for the mean" if ensemble_calibration else ""),
         "released": str(date.today()),
         "classes": classes[0],

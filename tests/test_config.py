@@ -4,9 +4,12 @@ import pytest
 
 from dermdx.config import RunConfig, load_config, save_config
 
+# Anchored to the repository, so the config tests do not silently collect nothing from another folder.
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
 
 def test_example_config_loads_and_round_trips(tmp_path: Path) -> None:
-    config = load_config("configs/ham10000_lite0.yaml")
+    config = load_config(CONFIGS / "ham10000_lite0.yaml")
     assert config.model.name == "tf_efficientnet_lite0"
     assert config.preprocess.mean == (0.5, 0.5, 0.5)
     save_config(config, tmp_path / "c.yaml")
@@ -36,7 +39,7 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.yaml")
 
 
-@pytest.mark.parametrize("path", sorted(Path("configs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path: Path) -> None:
     """A typo in a config in the repo would only surface hours into someone's training run."""
     config = load_config(path)
@@ -48,7 +51,7 @@ def test_ensemble_member_configs_share_classes_and_split() -> None:
     """The default classifier averages its members' probabilities, and releases are compared on
     paired held-out rows: the configs must agree on the class order and on which rows were held
     out, or the figures would be leaky or unpaired."""
-    paths = sorted(Path("configs").glob("default_fusion_*.yaml")) + sorted(Path("configs").glob("long_fusion_*.yaml"))
+    paths = sorted(CONFIGS.glob("default_fusion_*.yaml")) + sorted(CONFIGS.glob("long_fusion_*.yaml"))
     members = [load_config(p) for p in paths]
     assert len(members) >= 2
     first = members[0]

@@ -159,6 +159,8 @@ def test_one_network_ships_as_the_default_classifier_and_replaces_an_ensemble(tm
     assert record["kind"].startswith("one network") and len(record["members"]) == 1
     with pytest.raises(SystemExit, match="at least one model file"):
         ship.ship_ensemble([], [], None)
+    with pytest.raises(SystemExit, match="carries its own calibration"):
+        ship.ship_ensemble([str(second)], ["b.yaml"], None, str(tmp_path / "ensemble_calibration.json"))
     jpeg(tmp_path / "ISIC_1.jpg", size=64)
     args = [str(tmp_path / "ISIC_1.jpg"), "--format", "isic2018", "--workers", "0", "--tta", "none"]
     assert main(["predict", *args, "--out", str(tmp_path / "default.csv")]) == 0
