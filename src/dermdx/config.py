@@ -101,6 +101,10 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 2
     threads: int | None = None
+    # auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N or mps.
+    device: str = "auto"
+    # bf16 autocast for the forward pass on a CUDA GPU; no effect on the CPU.
+    amp: bool = True
     max_steps_per_epoch: int | None = None
     # Fusion models: chance that a training sample's metadata is replaced by "nothing known", so
     # the model also works when metadata is absent at prediction time.
