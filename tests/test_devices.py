@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from dermdx.devices import autocast, batch_to, model_device, resolve_device
+from dermdx.devices import autocast, batch_to, describe_device, model_device, resolve_device
 from dermdx.training import fit
 
 
@@ -74,9 +74,16 @@ def test_fit_stops_before_writing_anything_when_the_device_is_missing(tiny_run_c
     assert not (tmp_path / "run").exists()
 
 
-def test_fit_on_an_explicit_cpu_trains_and_saves(tiny_run_config, monkeypatch) -> None:
+def test_describe_device_names_the_gpu_or_the_cpu_threads(monkeypatch) -> None:
+    assert describe_device(torch.device("cpu")) == f"cpu ({torch.get_num_threads()} threads)"
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: f"Test GPU {index}")
+    assert describe_device(torch.device("cuda:1")) == "cuda:1 (Test GPU 1)"
+
+
+def test_fit_on_an_explicit_cpu_trains_and_says_where(tiny_run_config, monkeypatch, capsys) -> None:
     _no_gpu(monkeypatch)
     tiny_run_config.train.device = "cpu"
     summary = fit(tiny_run_config)
+    assert "training on cpu (" in capsys.readouterr().out
     assert len(summary["history"]) == tiny_run_config.train.epochs
     assert all(record["loss"] > 0 for record in summary["history"])

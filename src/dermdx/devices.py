@@ -43,6 +43,16 @@ def resolve_device(spec: str = "auto") -> torch.device:
     raise ValueError(f"train.device: {spec!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
 
 
+def describe_device(device: torch.device) -> str:
+    """A line for the training log: ``cpu (2 threads)`` or ``cuda:0 (NVIDIA H200)``."""
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
+    if device.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return str(device)
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of a model's first parameter (the CPU for a model without parameters)."""
     for parameter in model.parameters():

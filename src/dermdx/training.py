@@ -36,7 +36,7 @@ from dermdx.data.manifest import Manifest
 from dermdx.data.meta import encode_meta, fit_meta_schema, missing_meta
 from dermdx.data.splits import assert_no_group_leak, kfold_split, train_val_indices
 from dermdx.data.transforms import build_transform
-from dermdx.devices import autocast, batch_to, model_device, resolve_device
+from dermdx.devices import autocast, batch_to, describe_device, model_device, resolve_device
 from dermdx.metrics import balanced_accuracy
 from dermdx.models import create_model, run_model
 
@@ -220,7 +220,8 @@ def fit(config: RunConfig, *, resume: bool = True, stop_after: int | None = None
     data = prepare_data(config)
     manifest, classes = data.manifest, data.classes
     train_labels = manifest.subset(data.train_idx).label_indices(classes)
-    log.info("train %d / select %d / held-out %d images on %s, classes %s", len(data.train_idx), len(data.select_idx), len(data.test_idx), device, classes)
+    log.info("classes %s", classes)
+    tqdm.write(f"training on {describe_device(device)}: {len(data.train_idx)} train / {len(data.select_idx)} selection / {len(data.test_idx)} held-out images")
 
     train_tf = build_transform(config.preprocess, train=True)
     eval_tf = build_transform(config.preprocess, train=False)
