@@ -173,6 +173,17 @@ def test_training_a_tiny_unet_learns_a_dark_disk():
     assert score_masks(masks, data.masks)["dice"].mean() > 0.6
 
 
+def test_segmenter_training_on_a_missing_gpu_is_refused(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    pairs = [disk_image(seed=s) for s in range(2)]
+    data = MaskedImages(["a", "b"], [p[0] for p in pairs], [p[1] for p in pairs], "fp")
+    config = SegmentationTrainConfig(encoder="test_efficientnet", pretrained=False, image_size=32, epochs=1, device="cuda")
+    with pytest.raises(ValueError, match="no usable CUDA GPU"):
+        train_segmenter(config, data)
+
+
 def _manifest(tmp_path: Path, mask: np.ndarray | None) -> Manifest:
     image, _ = disk_image(20, 30)
     Image.fromarray(image).save(tmp_path / "a.png")

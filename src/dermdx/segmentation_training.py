@@ -27,6 +27,7 @@ from torch import nn
 
 from dermdx.data.images import ImageReadError, load_image
 from dermdx.data.manifest import Manifest
+from dermdx.devices import resolve_device
 from dermdx.models.segmentation import DEFAULT_DECODER_CHANNELS, SegmentationNetConfig, create_segmentation_model
 from dermdx.segmentation import SegmentationInfo, largest_component
 
@@ -54,6 +55,8 @@ class SegmentationTrainConfig:
     seed: int = 0
     # torch CPU threads while training; None leaves torch's setting alone.
     threads: int | None = None
+    # auto (a CUDA GPU when there is one, else the CPU), cpu, cuda, cuda:N or mps (dermdx.devices).
+    device: str = "auto"
 
     def net(self) -> SegmentationNetConfig:
         return SegmentationNetConfig(encoder=self.encoder, decoder_channels=tuple(self.decoder_channels))
@@ -186,17 +189,18 @@ def train_segmenter(
         The trained network (eval mode, CPU) and the description to save with it (metrics empty).
 
     Raises:
-        ValueError: fewer images than one batch, or a non-positive epoch count.
+        ValueError: fewer images than one batch, a non-positive epoch count, or a device this machine lacks.
     """
     if len(data) < 2:
         raise ValueError(f"training needs at least 2 images with masks, got {len(data)}")
     if config.epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {config.epochs}")
+    device = resolve_device(config.device)
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    model = create_segmentation_model(config.net(), pretrained=config.pretrained).to(memory_format=torch.channels_last)
+    model = create_segmentation_model(config.net(), pretrained=config.pretrained).to(device=device, memory_format=torch.channels_last)
     images, masks = _resize_pairs(data, config.image_size)
     augment = _augmentation(config.seed)
     batch = min(config.batch_size, len(data))
@@ -225,8 +229,8 @@ def train_segmenter(
             if len(chosen) < 2:  # BatchNorm cannot train on a batch of one
                 continue
             pairs = [augment(image=images[i], mask=masks[i].astype(np.uint8)) for i in chosen]
-            x = _to_tensor([p["image"] for p in pairs])
-            y = torch.from_numpy(np.stack([p["mask"] for p in pairs]).astype(np.float32))[:, None]
+            x = _to_tensor([p["image"] for p in pairs]).to(device)
+            y = torch.from_numpy(np.stack([p["mask"] for p in pairs]).astype(np.float32))[:, None].to(device)
             loss = _loss(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -243,7 +247,7 @@ def train_segmenter(
         threshold=config.threshold,
         data_fingerprint=data.fingerprint,
     )
-    return model.eval().to(memory_format=torch.contiguous_format), info
+    return model.eval().to(device="cpu", memory_format=torch.contiguous_format), info
 
 
 def score_masks(predicted: list[np.ndarray], truth: list[np.ndarray]) -> dict[str, np.ndarray]:
