@@ -14,8 +14,10 @@ from typing import Any
 import torch
 
 
-def resolve_device(spec: str = "auto") -> torch.device:
+def resolve_device(spec: str = "auto", *, setting: str = "train.device") -> torch.device:
     """``auto`` -> ``cuda`` when a CUDA GPU is usable, else ``cpu``; ``cpu``, ``cuda``, ``cuda:N``, ``mps`` as asked.
+
+    ``setting`` names the config key in error messages.
 
     Raises:
         ValueError: for an unknown name, or a device this machine does not have.
@@ -26,21 +28,21 @@ def resolve_device(spec: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as error:
-        raise ValueError(f"train.device: {spec!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from error
+        raise ValueError(f"{setting}: {spec!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from error
     if device.type == "cpu":
         return device
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"train.device: {spec!r} was asked for, but torch finds no usable CUDA GPU here; use auto or cpu")
+            raise ValueError(f"{setting}: {spec!r} was asked for, but torch finds no usable CUDA GPU here; use auto or cpu")
         count = torch.cuda.device_count()
         if device.index is not None and device.index >= count:
-            raise ValueError(f"train.device: {spec!r} was asked for, but this machine has {count} CUDA device(s)")
+            raise ValueError(f"{setting}: {spec!r} was asked for, but this machine has {count} CUDA device(s)")
         return device
     if device.type == "mps":
         if not torch.backends.mps.is_available():
-            raise ValueError(f"train.device: {spec!r} was asked for, but the Apple MPS backend is not available here; use auto or cpu")
+            raise ValueError(f"{setting}: {spec!r} was asked for, but the Apple MPS backend is not available here; use auto or cpu")
         return device
-    raise ValueError(f"train.device: {spec!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
+    raise ValueError(f"{setting}: {spec!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
 
 
 def describe_device(device: torch.device) -> str:

@@ -195,7 +195,7 @@ def train_segmenter(
         raise ValueError(f"training needs at least 2 images with masks, got {len(data)}")
     if config.epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {config.epochs}")
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, setting="segmentation device")
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
