@@ -49,6 +49,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=SegmentationTrainConfig.lr)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=SegmentationTrainConfig.device, help="auto (a CUDA GPU when there is one), cpu, cuda, cuda:N or mps")
     return parser.parse_args()
 
 
@@ -90,7 +91,7 @@ def main() -> None:
     labels = Path(args.labels) if args.labels else data_root() / "ph2" / "labels.csv"
     manifest = read_ph2(labels)
     data = load_masked_images(manifest)
-    config = SegmentationTrainConfig(epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads)
+    config = SegmentationTrainConfig(epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size, lr=args.lr, seed=args.seed, threads=args.threads, device=args.device)
     folds = kfold_split(manifest, n_folds=args.folds, seed=args.seed)
     pd.DataFrame({"image_id": data.image_ids, "fold": folds}).to_csv(out / "folds.csv", index=False)
     resolved = {"config": asdict(config), "folds": args.folds, "labels": str(labels), "data_fingerprint": data.fingerprint}

@@ -174,8 +174,6 @@ def test_training_a_tiny_unet_learns_a_dark_disk():
 
 
 def test_segmenter_training_on_a_missing_gpu_is_refused(monkeypatch):
-    import torch
-
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     pairs = [disk_image(seed=s) for s in range(2)]
     data = MaskedImages(["a", "b"], [p[0] for p in pairs], [p[1] for p in pairs], "fp")
