@@ -38,6 +38,8 @@ MAX_BYTES = 25 * 1024 * 1024
 # What the release record keeps of an ensemble_calibration.json (the member hashes are the members' own).
 ENSEMBLE_CALIBRATION_KEYS = ("temperature", "tta", "fitted_on", "n_images", "ece_before", "ece_after", "nll_before", "nll_after",
                              "mean_confidence_before", "mean_confidence_after", "accuracy", "abstention")
+# Written by dermdx calibrate since the second temperature existed; older files lack them (kept as null).
+OPTIONAL_ENSEMBLE_CALIBRATION_KEYS = ("temperature_without_metadata", "without_metadata")
 LICENCE = ("weights trained on HAM10000 (CC BY-NC 4.0) and, where the config lists them, Derm7pt and PH2 "
            "(research use only): non-commercial research use only")
 
@@ -140,7 +142,8 @@ def ship_ensemble(models: list[str], configs: list[str], validation: str | None,
         "members": members,
         "validation": summary,
         "ensemble_calibration": None if ensemble_calibration is None else {
-            **{k: ensemble_calibration[k] for k in ENSEMBLE_CALIBRATION_KEYS}, "file": str(calibration),
+            **{k: ensemble_calibration[k] for k in ENSEMBLE_CALIBRATION_KEYS},
+            **{k: ensemble_calibration.get(k) for k in OPTIONAL_ENSEMBLE_CALIBRATION_KEYS}, "file": str(calibration),
         },
         "ship_command": " ".join(["python scripts/ship_default_model.py --ensemble", *map(str, sources),
                                   *(f"--config {c}" for c in configs), *([f"--validation {validation}"] if validation else []),

@@ -236,6 +236,42 @@ def test_calibrate_ensemble_fits_one_temperature_for_the_mean(isic_model_file, l
         read_ensemble_calibration(tmp_path / "bad.json", [])
 
 
+def test_calibrate_ensemble_with_a_fusion_member_fits_a_second_temperature_without_metadata(
+    fusion_model_file, isic_model_file, labelled_images, tmp_path: Path
+) -> None:
+    from dermdx.calibration import calibrate_ensemble, read_ensemble_calibration
+    from dermdx.ensemble import EnsemblePredictor
+
+    labelled_images.frame["age"] = [30.0 + 3 * k for k in range(len(labelled_images.frame))]
+    labelled_images.frame["sex"] = ["female", "male"] * (len(labelled_images.frame) // 2)
+    labelled_images.frame["site"] = ["back", "face"] * (len(labelled_images.frame) // 2)
+    ensemble = EnsemblePredictor.from_checkpoints([fusion_model_file, isic_model_file])
+    result = calibrate_ensemble(ensemble, labelled_images, tmp_path / "cal", description="test rows")
+    labels = labelled_images.label_indices(ensemble.classes)
+    given = ensemble.member_mean(labelled_images, progress=False).probs
+    hidden = ensemble.member_mean(labelled_images.without_metadata(), progress=False).probs
+    assert not np.allclose(given, hidden), "the fusion members must react to metadata for this test to mean anything"
+    assert result["temperature"] == pytest.approx(fit_temperature(np.log(given), labels))
+    assert result["temperature_without_metadata"] == pytest.approx(fit_temperature(np.log(hidden), labels))
+    assert result["without_metadata"]["nll_after"] <= result["without_metadata"]["nll_before"] + 1e-9
+    assert (tmp_path / "cal" / "reliability_after_without_metadata.png").is_file()
+    record = read_ensemble_calibration(tmp_path / "cal" / "ensemble_calibration.json", [m.sha256 for m in ensemble.members])
+    assert record["temperature_without_metadata"] == result["temperature_without_metadata"]
+    record["temperature_without_metadata"] = 0
+    (tmp_path / "bad.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="temperature_without_metadata 0 is not a positive number"):
+        read_ensemble_calibration(tmp_path / "bad.json", record["members_sha256"])
+
+
+def test_image_only_ensembles_get_no_second_temperature(isic_model_file, labelled_images, tmp_path: Path) -> None:
+    from dermdx.calibration import calibrate_ensemble
+    from dermdx.ensemble import EnsemblePredictor
+
+    ensemble = EnsemblePredictor.from_checkpoints([isic_model_file, _copy_with_other_weights(isic_model_file, tmp_path / "o.safetensors", seed=1)])
+    result = calibrate_ensemble(ensemble, labelled_images, tmp_path / "cal")
+    assert result["temperature_without_metadata"] is None and result["without_metadata"] is None
+
+
 def test_predict_applies_an_ensemble_calibration_only_to_its_members(isic_model_file, labelled_images, tmp_path: Path, capsys) -> None:
     import pandas as pd
 

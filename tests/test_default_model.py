@@ -190,7 +190,7 @@ def test_the_shipped_ensemble_temperature_is_checked_and_applied(tmp_path, isic_
               "mean_confidence_before": 0.5, "mean_confidence_after": 0.6, "accuracy": 0.6, "abstention": None}
     calibration.write_text(json.dumps(record))
     ship.ship_ensemble([str(first), str(second)], ["a.yaml", "b.yaml"], None, str(calibration))
-    assert default_model.default_classifier_temperature() == 0.4
+    assert default_model.default_classifier_temperatures() == (0.4, None), "a calibration from before the second temperature ships without one"
     assert "--ensemble-calibration" in default_model.default_classifier_record()["ship_command"]
 
     jpeg(tmp_path / "ISIC_1.jpg", size=64)
@@ -201,3 +201,12 @@ def test_the_shipped_ensemble_temperature_is_checked_and_applied(tmp_path, isic_
     np.testing.assert_allclose(default, apply_temperature(np.log(mean), 0.4), atol=1e-4)
     assert main(["predict", *args, "--ensemble-calibration", str(calibration), "--out", str(tmp_path / "x.csv")]) == 2
     assert "brings its own" in capsys.readouterr().err
+
+    # A calibration with a second temperature ships it; predict uses it for images given without metadata.
+    calibration.write_text(json.dumps({**record, "temperature_without_metadata": 2.5, "without_metadata": {"ece_after": 0.05}}))
+    ship.ship_ensemble([str(first), str(second)], ["a.yaml", "b.yaml"], None, str(calibration))
+    assert default_model.default_classifier_temperatures() == (0.4, 2.5)
+    assert default_model.default_classifier_record()["ensemble_calibration"]["without_metadata"] == {"ece_after": 0.05}
+    assert main(["predict", *args, "--out", str(tmp_path / "blind.csv")]) == 0
+    blind = pd.read_csv(tmp_path / "blind.csv").iloc[:, 1:].to_numpy(float)
+    np.testing.assert_allclose(blind, apply_temperature(np.log(mean), 2.5), atol=1e-4)

@@ -69,3 +69,26 @@ def test_the_ensemble_temperature_rescales_the_mean_and_keeps_the_class(tmp_path
     assert sharp.sha256 != EnsemblePredictor.from_checkpoints([a, b]).sha256
     with pytest.raises(ValueError, match="positive number"):
         EnsemblePredictor.from_checkpoints([a, b], temperature=0.0)
+
+
+def test_rows_without_metadata_get_their_own_temperature(tmp_path, images) -> None:
+    from dermdx.calibration import apply_temperature
+
+    a = _model_file(tmp_path / "a.safetensors", ["bcc", "mel", "nv"], 32, 0)
+    b = _model_file(tmp_path / "b.safetensors", ["bcc", "mel", "nv"], 48, 1)
+    manifest = read_images([images])
+    manifest.frame["age"] = [55.0, np.nan, np.nan, np.nan]
+    manifest.frame["sex"] = ["", "female", "", "unknown"]
+    manifest.frame["site"] = ["", "", "back", ""]
+    assert manifest.metadata_given().tolist() == [True, True, True, False]
+    plain = EnsemblePredictor.from_checkpoints([a, b]).predict_manifest(manifest, progress=False)
+    both = EnsemblePredictor.from_checkpoints([a, b], temperature=0.5, temperature_without_metadata=2.0)
+    tempered = both.predict_manifest(manifest, progress=False)
+    log_plain = np.log(plain.probs)
+    np.testing.assert_allclose(tempered.probs[:3], apply_temperature(log_plain[:3], 0.5), atol=1e-9)
+    np.testing.assert_allclose(tempered.probs[3:], apply_temperature(log_plain[3:], 2.0), atol=1e-9)
+    blank = both.predict_manifest(manifest.without_metadata(), progress=False)
+    np.testing.assert_allclose(blank.probs, apply_temperature(log_plain, 2.0), atol=1e-9)
+    assert both.sha256 != EnsemblePredictor.from_checkpoints([a, b], temperature=0.5).sha256
+    with pytest.raises(ValueError, match="without metadata must be a positive number"):
+        EnsemblePredictor.from_checkpoints([a, b], temperature_without_metadata=-1.0)

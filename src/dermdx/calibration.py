@@ -285,7 +285,9 @@ def calibrate_ensemble(
     """Fit one temperature on the ensemble's mean probabilities over labelled ``manifest`` rows.
 
     The members keep their own temperatures; this one corrects what averaging does to them (the
-    mean of calibrated members is under-confident). The predictor's test-time augmentation is
+    mean of calibrated members is under-confident). When a member fuses metadata, a second
+    temperature (``temperature_without_metadata``) is fitted on the same rows with age, sex and
+    site hidden, for predictions made without them. The predictor's test-time augmentation is
     used as it will be at prediction time, and recorded. Writes ``ensemble_calibration.json``
     and reliability diagrams to ``out_dir``; ``read_ensemble_calibration`` loads it back for
     the same members only.
@@ -296,21 +298,46 @@ def calibrate_ensemble(
     labels = manifest.label_indices(ensemble.classes)
     if len(labels) == 0:
         raise ValueError("no validation rows to calibrate on")
-    mean = ensemble.member_mean(manifest).probs
-    log_mean = np.log(np.clip(mean, 1e-12, None))
-    temperature = fit_temperature(log_mean, labels)
-    after = apply_temperature(log_mean, temperature)
-    threshold = confidence_threshold_for_coverage(after, coverage)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fit = _fit_mean_temperature(labels, ensemble.member_mean(manifest).probs, out, "")
     where = description or manifest.source or str(manifest.root)
     result = {
         "method": "temperature on the members' mean probability",
-        "temperature": temperature,
         "members_sha256": [m.sha256 for m in ensemble.members],
         "weights": [float(w) for w in ensemble.weights],
         "tta": ensemble.members[0].tta,
         "fitted_on": where,
         "data_fingerprint": manifest.fingerprint(),
         "n_images": int(len(labels)),
+        **{k: v for k, v in fit.items() if k != "probs"},
+        "abstention": AbstentionConfig(
+            min_confidence=confidence_threshold_for_coverage(fit["probs"], coverage), target_coverage=coverage,
+            source=f"fitted for {coverage:.0%} coverage on {len(labels)} validation images ({where})",
+        ).to_dict(),
+        "temperature_without_metadata": None,
+        "without_metadata": None,
+        "dermdx_version": __version__,
+    }
+    if any(member.info.meta_schema is not None for member in ensemble.members):
+        # Metadata-fusion members are surer of themselves with age, sex and site; rows that give
+        # none of them get their own temperature, fitted on the same rows with the three hidden.
+        blind = _fit_mean_temperature(labels, ensemble.member_mean(manifest.without_metadata()).probs, out, "_without_metadata")
+        result["temperature_without_metadata"] = blind["temperature"]
+        result["without_metadata"] = {k: v for k, v in blind.items() if k not in ("probs", "temperature")}
+    (out / ENSEMBLE_CALIBRATION_FILE).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return result
+
+
+def _fit_mean_temperature(labels: np.ndarray, mean: np.ndarray, out: Path, suffix: str) -> dict[str, Any]:
+    """One temperature for ``log(mean)``, its before/after figures and reliability diagrams (``probs``: after)."""
+    log_mean = np.log(np.clip(mean, 1e-12, None))
+    temperature = fit_temperature(log_mean, labels)
+    after = apply_temperature(log_mean, temperature)
+    plot_reliability(labels, mean, out / f"reliability_before{suffix}.png")
+    plot_reliability(labels, after, out / f"reliability_after{suffix}.png")
+    return {
+        "temperature": temperature,
         "ece_before": expected_calibration_error(labels, mean),
         "ece_after": expected_calibration_error(labels, after),
         "nll_before": negative_log_likelihood(log_mean, labels, 1.0),
@@ -318,17 +345,8 @@ def calibrate_ensemble(
         "mean_confidence_before": float(mean.max(axis=1).mean()),
         "mean_confidence_after": float(after.max(axis=1).mean()),
         "accuracy": float((after.argmax(axis=1) == labels).mean()),
-        "abstention": AbstentionConfig(
-            min_confidence=threshold, target_coverage=coverage, source=f"fitted for {coverage:.0%} coverage on {len(labels)} validation images ({where})"
-        ).to_dict(),
-        "dermdx_version": __version__,
+        "probs": after,
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    plot_reliability(labels, mean, out / "reliability_before.png")
-    plot_reliability(labels, after, out / "reliability_after.png")
-    (out / ENSEMBLE_CALIBRATION_FILE).write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    return result
 
 
 def read_ensemble_calibration(path: str | Path, members_sha256: list[str]) -> dict[str, Any]:
@@ -349,6 +367,9 @@ def read_ensemble_calibration(path: str | Path, members_sha256: list[str]) -> di
         raise ValueError(f"{path} is not an ensemble calibration (no temperature and members_sha256)")
     if not record["temperature"] > 0:
         raise ValueError(f"{path}: temperature {record['temperature']} is not a positive number")
+    blind = record.get("temperature_without_metadata")
+    if blind is not None and (isinstance(blind, bool) or not isinstance(blind, int | float) or not blind > 0):
+        raise ValueError(f"{path}: temperature_without_metadata {blind!r} is not a positive number (or null)")
     if list(record["members_sha256"]) != list(members_sha256):
         raise ValueError(
             f"{path} was fitted for other member models (SHA-256 {record['members_sha256']}), not these ({members_sha256}); "

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dermdx.default_model import default_classifier_paths, default_classifier_temperature, default_model_path
+from dermdx.default_model import default_classifier_paths, default_classifier_temperatures, default_model_path
 from dermdx.inference import DISCLAIMER, OUTPUT_FORMATS
 
 if TYPE_CHECKING:
@@ -86,7 +86,10 @@ def _checkpoint_predictor(models: list[str | Path] | None, args: argparse.Namesp
     if models is None:
         if calibration_file:
             raise ValueError("--ensemble-calibration needs the --model files it was fitted for; the shipped classifier brings its own")
-        return EnsemblePredictor.from_checkpoints(default_classifier_paths(), temperature=default_classifier_temperature(), **options)
+        temperature, temperature_without_metadata = default_classifier_temperatures()
+        return EnsemblePredictor.from_checkpoints(
+            default_classifier_paths(), temperature=temperature, temperature_without_metadata=temperature_without_metadata, **options
+        )
     if len(models) == 1:
         if calibration_file:
             raise ValueError("--ensemble-calibration is for several --model files; a single model carries its own calibration")
@@ -95,6 +98,8 @@ def _checkpoint_predictor(models: list[str | Path] | None, args: argparse.Namesp
     if calibration_file:
         record = read_ensemble_calibration(calibration_file, [m.sha256 for m in ensemble.members])
         ensemble.temperature = float(record["temperature"])
+        blind = record.get("temperature_without_metadata")
+        ensemble.temperature_without_metadata = None if blind is None else float(blind)
     return ensemble
 
 
@@ -228,6 +233,11 @@ def _calibrate_ensemble(args: argparse.Namespace, config: RunConfig) -> int:
     print(f"ensemble temperature {result['temperature']:.3f} fitted on {result['n_images']} selection images ({args.tta} TTA): "
           f"ECE {result['ece_before']:.4f} -> {result['ece_after']:.4f}, NLL {result['nll_before']:.4f} -> {result['nll_after']:.4f}, "
           f"mean confidence {result['mean_confidence_before']:.3f} -> {result['mean_confidence_after']:.3f} at accuracy {result['accuracy']:.3f}")
+    blind = result["without_metadata"]
+    if blind is not None:
+        print(f"without metadata (age, sex, site hidden): temperature {result['temperature_without_metadata']:.3f}, "
+              f"ECE {blind['ece_before']:.4f} -> {blind['ece_after']:.4f}, mean confidence {blind['mean_confidence_before']:.3f} -> "
+              f"{blind['mean_confidence_after']:.3f} at accuracy {blind['accuracy']:.3f}; used for rows that give none of the three")
     print(f"{Path(args.out) / ENSEMBLE_CALIBRATION_FILE}: pass it to predict/evaluate with --ensemble-calibration, with the same --model files")
     return 0
 

@@ -75,7 +75,9 @@ def default_classifier_paths() -> list[Path]:
     return paths
 
 
-def default_classifier_temperature() -> float:
-    """The temperature applied to the default classifier's mean (1.0 for records from before it existed)."""
+def default_classifier_temperatures() -> tuple[float, float | None]:
+    """The temperatures for the default classifier's mean: with metadata given (1.0 for records from
+    before it existed) and without any (None where the record has none: the first one serves)."""
     calibration = default_classifier_record().get("ensemble_calibration") or {}
-    return float(calibration.get("temperature", 1.0))
+    blind = calibration.get("temperature_without_metadata")
+    return float(calibration.get("temperature", 1.0)), None if blind is None else float(blind)

@@ -29,6 +29,7 @@ def evaluate(predictor: Predictor | EnsemblePredictor, manifest: Manifest, out_d
             "member_sha256": [m.sha256 for m in predictor.members],
             "member_weights": predictor.weights.tolist(),
             "ensemble_temperature": predictor.temperature,
+            "ensemble_temperature_without_metadata": predictor.temperature_without_metadata,
             "training_data_fingerprint": predictor.data_fingerprints,
         }
     else:

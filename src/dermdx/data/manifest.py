@@ -71,6 +71,18 @@ class Manifest:
         frame["site"] = ""
         return Manifest(frame, self.root, self.source)
 
+    def metadata_given(self) -> np.ndarray:
+        """Per row: is any of age, sex or site known? (What ``without_metadata`` takes away.)"""
+        n = len(self.frame)
+        known = np.zeros(n, dtype=bool)
+        if "age" in self.frame:
+            known |= pd.to_numeric(self.frame["age"], errors="coerce").notna().to_numpy()
+        for column in ("sex", "site"):
+            if column in self.frame:
+                text = self.frame[column].fillna("").astype(str).str.strip().str.lower()
+                known |= ~text.isin(["", "unknown", "nan"]).to_numpy()
+        return known
+
     def label_indices(self, classes: list[str] | tuple[str, ...]) -> np.ndarray:
         """Labels as integer indices into ``classes``; raises naming the first unknown label."""
         lookup = {name: i for i, name in enumerate(classes)}
