@@ -21,6 +21,30 @@ def test_focal_loss_equals_cross_entropy_at_gamma_zero_and_down_weights_easy_sam
     assert FocalLoss(gamma=2.0)(logits, target).item() < ce.item()
 
 
+def test_logit_adjusted_loss_learns_prior_free_scores() -> None:
+    # A bias-only "model" fitted to 90% class 0: plain CE learns log(0.9/0.1) between the logits;
+    # the adjusted loss learns equal scores, so its argmax no longer favours the frequent class.
+    labels = np.array([0] * 9 + [1])
+    loss_fn = make_loss("logit_adjusted", labels, 2)
+    bias = torch.zeros(2, requires_grad=True)
+    optimizer = torch.optim.LBFGS([bias], max_iter=100)
+    target = torch.as_tensor(labels)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = loss_fn(bias.expand(len(labels), 2), target)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    assert (bias[0] - bias[1]).item() == pytest.approx(0.0, abs=1e-3)
+    uniform = make_loss("logit_adjusted", np.array([0, 1]), 2)
+    logits = torch.tensor([[2.0, 0.5]])
+    assert uniform(logits, torch.tensor([1])).item() == pytest.approx(torch.nn.functional.cross_entropy(logits, torch.tensor([1])).item())
+    with pytest.raises(ValueError, match="every class in the training rows"):
+        make_loss("logit_adjusted", np.array([0, 0]), 2)
+
+
 def test_unknown_imbalance_strategy_is_named() -> None:
     with pytest.raises(ValueError, match="unknown imbalance strategy 'smote'"):
         make_loss("smote", np.array([0, 1]), 2)
@@ -33,7 +57,7 @@ def test_selection_and_test_rows_share_no_group(tiny_run_config) -> None:
     assert set(data.train_idx).isdisjoint(data.select_idx) and len(data.test_idx) > 0
 
 
-@pytest.mark.parametrize("imbalance", ["weighted_ce", "sampler", "focal"])
+@pytest.mark.parametrize("imbalance", ["weighted_ce", "sampler", "focal", "logit_adjusted"])
 def test_fit_writes_a_self_describing_model(tiny_run_config, imbalance) -> None:
     tiny_run_config.train.imbalance = imbalance
     summary = fit(tiny_run_config)

@@ -94,7 +94,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-2
     warmup_epochs: float = 1.0
-    imbalance: Literal["none", "sampler", "weighted_ce", "focal"] = "weighted_ce"
+    imbalance: Literal["none", "sampler", "weighted_ce", "focal", "logit_adjusted"] = "weighted_ce"
     focal_gamma: float = 2.0
     label_smoothing: float = 0.0
     early_stopping_patience: int = 4

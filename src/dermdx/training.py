@@ -64,6 +64,23 @@ class FocalLoss(nn.Module):
         return loss.mean()
 
 
+class LogitAdjustedLoss(nn.Module):
+    """Cross-entropy on ``logits + tau * log(prior)`` (Menon et al. 2021, "logit adjustment").
+
+    The network learns class scores with the training prior factored out, so its plain argmax
+    targets balanced error and prediction needs no post-hoc offset. Neither torch nor timm ships it.
+    """
+
+    def __init__(self, prior: torch.Tensor, tau: float = 1.0) -> None:
+        super().__init__()
+        if (prior <= 0).any():
+            raise ValueError("logit adjustment needs every class in the training rows (a class with prior 0 has log prior -inf)")
+        self.register_buffer("offset", tau * prior.log())
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits + self.offset, target)
+
+
 def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     """Inverse-frequency weights ``N / (C * count)``; a class absent from training gets weight 0."""
     counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
@@ -72,14 +89,17 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
 
 
 def make_loss(kind: str, labels: np.ndarray, num_classes: int, *, gamma: float = 2.0, label_smoothing: float = 0.0) -> nn.Module:
-    """The training loss for an imbalance strategy (``none``, ``sampler``, ``weighted_ce``, ``focal``)."""
+    """The training loss for an imbalance strategy (``none``, ``sampler``, ``weighted_ce``, ``focal``, ``logit_adjusted``)."""
     if kind in ("none", "sampler"):
         return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     if kind == "weighted_ce":
         return nn.CrossEntropyLoss(weight=class_weights(labels, num_classes), label_smoothing=label_smoothing)
     if kind == "focal":
         return FocalLoss(gamma=gamma)
-    raise ValueError(f"unknown imbalance strategy {kind!r}; choose none, sampler, weighted_ce or focal")
+    if kind == "logit_adjusted":
+        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+        return LogitAdjustedLoss(torch.tensor(counts / counts.sum(), dtype=torch.float32))
+    raise ValueError(f"unknown imbalance strategy {kind!r}; choose none, sampler, weighted_ce, focal or logit_adjusted")
 
 
 def balanced_sampler(labels: np.ndarray, generator: torch.Generator) -> WeightedRandomSampler:
