@@ -136,7 +136,9 @@ def ship_ensemble(models: list[str], configs: list[str], validation: str | None,
     record = {
         "kind": "one network: its temperature-scaled probabilities" if len(members) == 1
                 else "ensemble: mean of the members' temperature-scaled probabilities"
-                + (", then one temperature for the mean" if ensemble_calibration else ""),
+                + (", then one temperature for the mean" if ensemble_calibration else "")
+                + (" (its own one where no age, sex or site is given)"
+                   if ensemble_calibration and ensemble_calibration.get("temperature_without_metadata") else ""),
         "released": str(date.today()),
         "classes": classes[0],
         "members": members,
